@@ -1,0 +1,32 @@
+# One command from a fresh clone to a working demo (`make demo`) and to a
+# green test run (`make test`). Both create .venv and install the pinned
+# versions from constraints.txt first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/textgen train --model demo --time 2m --overwrite
+	$(BIN)/textgen generate "The list" --model demo --temperature 0.8 \
+		--max-new-tokens 120 --seed 0 --show-top 5
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check textgen tests benchmarks
+	$(BIN)/ruff format --check textgen tests benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

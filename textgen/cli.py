@@ -1,0 +1,431 @@
+"""The command line: each command turns its options into one library call and hands the
+result to `textgen.render`.
+
+stdout carries only the product (generated text); everything else goes to stderr.
+Exit codes: 0 success, 1 runtime error, 2 usage error, 130 interrupted. torch is imported
+inside the commands that need it, so `textgen --help` and option errors stay instant.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from textgen import render
+from textgen.config import (
+    MIN_VOCAB_SIZE,
+    SIZE_PRESETS,
+    ModelConfig,
+    SampleConfig,
+    TrainConfig,
+    parse_count,
+    parse_duration,
+)
+from textgen.errors import TextgenError
+
+# typer raises click's exceptions (a vendored copy in recent typer): find the base class of
+# usage errors through the one typer exports.
+UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+app = typer.Typer(
+    name="textgen",
+    help="Train a small transformer on your own text and watch it write.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+tokenizer_app = typer.Typer(help="Train a tokenizer on its own.", no_args_is_help=True)
+app.add_typer(tokenizer_app, name="tokenizer")
+
+console = render.make_console()
+
+ModelOption = Annotated[
+    str,
+    typer.Option(
+        "--model", "-m", help="Model name (under models/) or a folder path like ./my-model."
+    ),
+]
+DeviceOption = Annotated[
+    str, typer.Option(help="auto (cuda, then mps, then cpu), cpu, cuda or mps.")
+]
+
+
+def _read_stdin_text() -> str:
+    data = sys.stdin.buffer.read()
+    return data.decode("utf-8", errors="replace")
+
+
+def _resolve(name: str) -> Path:
+    from textgen import modeldir
+
+    return modeldir.resolve(name)
+
+
+# -- train ---------------------------------------------------------------------------------
+
+
+@app.command()
+def train(
+    corpus: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Text files, folders, glob patterns, or - for stdin. "
+            "None: the built-in corpus (Python's documentation).",
+            show_default=False,
+        ),
+    ] = None,
+    model: ModelOption = "default",
+    size: Annotated[
+        str, typer.Option(help=f"Model size preset: {', '.join(SIZE_PRESETS)}.")
+    ] = "small",
+    layers: Annotated[int | None, typer.Option(help="Override the preset's layers.")] = None,
+    width: Annotated[int | None, typer.Option(help="Override the preset's width.")] = None,
+    heads: Annotated[int | None, typer.Option(help="Override the preset's heads.")] = None,
+    context: Annotated[int, typer.Option(help="Context window, in tokens.")] = 128,
+    vocab_size: Annotated[
+        str | None,
+        typer.Option(help="Tokenizer vocabulary, e.g. 2048 or 4k. Default: sized to the corpus."),
+    ] = None,
+    steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
+    time: Annotated[
+        str | None,
+        typer.Option(
+            "--time", help="Wall-clock budget, e.g. 90s, 5m, 2h. Default 5m without --steps."
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Sequences per step.")] = 32,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-3,
+    eval_interval: Annotated[int, typer.Option(help="Steps between validation passes.")] = 100,
+    val_fraction: Annotated[float, typer.Option(help="Share of the corpus held out.")] = 0.1,
+    seed: Annotated[int, typer.Option(help="Random seed (weights and batches).")] = 1337,
+    device: DeviceOption = "auto",
+    resume: Annotated[
+        bool, typer.Option(help="Continue training the model in the folder.")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace the model in the folder.")] = False,
+) -> None:
+    """Train a tokenizer and a transformer on CORPUS, saving them into the model folder."""
+    if size not in SIZE_PRESETS:
+        raise typer.BadParameter(f"choose one of {', '.join(SIZE_PRESETS)}", param_hint="--size")
+    if resume and overwrite:
+        raise typer.BadParameter("cannot be combined with --overwrite", param_hint="--resume")
+    preset_layers, preset_width, preset_heads = SIZE_PRESETS[size]
+    architecture = dict(
+        context_window=context,
+        n_layer=layers or preset_layers,
+        n_embd=width or preset_width,
+        n_head=heads or preset_heads,
+    )
+    ModelConfig(vocab_size=MIN_VOCAB_SIZE, **architecture)  # check the shape before any work
+    time_budget = parse_duration(time) if time else (None if steps else 300.0)
+    config = TrainConfig(
+        steps=steps,
+        time_budget=time_budget,
+        batch_size=batch_size,
+        learning_rate=lr,
+        eval_interval=eval_interval,
+        val_fraction=val_fraction,
+        seed=seed,
+        device=device,
+    )
+    vocab = parse_count(vocab_size) if vocab_size else None
+    folder = _resolve(model)
+
+    from textgen.corpus import BUILTIN_NAME, open_corpus
+    from textgen.train import train as run_training
+
+    if not corpus:
+        render.notice(console, f"no corpus given: using the {BUILTIN_NAME}")
+    with open_corpus(corpus or []) as source, render.TrainView(console) as view:
+        result = run_training(
+            folder,
+            source,
+            config,
+            architecture,
+            vocab_size=vocab,
+            resume=resume,
+            overwrite=overwrite,
+            callback=view,
+        )
+    view.summary(result, model)
+    if result.interrupted:
+        raise typer.Exit(130)
+
+
+@tokenizer_app.command("train")
+def tokenizer_train(
+    corpus: Annotated[
+        list[str] | None,
+        typer.Argument(help="Text files, folders, globs, or -. None: the built-in corpus."),
+    ] = None,
+    vocab_size: Annotated[
+        str | None, typer.Option(help="Vocabulary size, e.g. 2048 or 4k. Default: sized to corpus.")
+    ] = None,
+    model: ModelOption = "default",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing tokenizer.")] = False,
+) -> None:
+    """Train only the tokenizer; `textgen train --model NAME` then uses it."""
+    from textgen import modeldir
+    from textgen.config import default_vocab_size
+    from textgen.corpus import open_corpus
+    from textgen.tokenizer import Tokenizer
+
+    folder = _resolve(model)
+    target = folder / modeldir.TOKENIZER
+    if target.exists() and not overwrite:
+        raise TextgenError(f"{target} already exists; add --overwrite to replace it")
+    if modeldir.has_weights(folder):
+        raise TextgenError(
+            f"{folder} holds a trained model that needs its tokenizer; use another --model"
+        )
+    with open_corpus(corpus or []) as source:
+        size = parse_count(vocab_size) if vocab_size else default_vocab_size(source.total_bytes)
+        render.notice(console, f"training a {size}-token byte-level BPE on {source.description}")
+        tokenizer = Tokenizer.train(source.texts(), size)
+        for warning in dict.fromkeys(source.warnings):
+            render.notice(console, warning, warning=True)
+    modeldir.save_tokenizer(folder, tokenizer)
+    render.notice(console, f"saved {target} ({tokenizer.vocab_size} tokens)")
+
+
+# -- generate ------------------------------------------------------------------------------
+
+
+def _read_prompt(prompt: str | None) -> str:
+    """`-`, or no prompt with stdin not a terminal, reads stdin (one trailing newline
+    dropped, as `echo` adds it). No prompt at a terminal starts from nothing."""
+    if prompt == "-" or (prompt is None and not sys.stdin.isatty()):
+        text = _read_stdin_text()
+        return text[:-1] if text.endswith("\n") else text
+    return prompt or ""
+
+
+@app.command()
+def generate(
+    prompt: Annotated[
+        str | None,
+        typer.Argument(help="Text to continue; - or a pipe reads stdin.", show_default=False),
+    ] = None,
+    model: ModelOption = "default",
+    temperature: Annotated[
+        float,
+        typer.Option("--temperature", "-t", help="0 (greedy) to 2 (the cap); higher is wilder."),
+    ] = 0.8,
+    top_k: Annotated[int | None, typer.Option(help="Sample from the k most likely only.")] = None,
+    top_p: Annotated[
+        float | None, typer.Option(help="Sample from the smallest set reaching probability p.")
+    ] = None,
+    min_p: Annotated[
+        float | None, typer.Option(help="Drop tokens below min-p × the top probability.")
+    ] = None,
+    repetition_penalty: Annotated[
+        float, typer.Option(help="Above 1 discourages repeating tokens.")
+    ] = 1.0,
+    max_new_tokens: Annotated[
+        int, typer.Option("--max-new-tokens", "-n", help="Tokens to generate per sample.")
+    ] = 200,
+    seed: Annotated[int | None, typer.Option(help="Same seed, same text.")] = None,
+    stop: Annotated[
+        list[str] | None, typer.Option(help="Stop before this string (repeatable).")
+    ] = None,
+    num_samples: Annotated[int, typer.Option(help="Independent samples, drawn as one batch.")] = 1,
+    show_top: Annotated[
+        int, typer.Option(help="After the text, a table of the K most likely tokens per step.")
+    ] = 0,
+    device: DeviceOption = "auto",
+) -> None:
+    """Continue PROMPT with text sampled from the model, streamed to stdout."""
+    settings = SampleConfig(
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        min_p=min_p,
+        repetition_penalty=repetition_penalty,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        stop=tuple(stop or ()),
+        num_samples=num_samples,
+    )
+    if show_top < 0:
+        raise typer.BadParameter("must be 0 (off) or more", param_hint="--show-top")
+    text = _read_prompt(prompt)
+    folder = _resolve(model)
+
+    from textgen import modeldir
+    from textgen.complete import Completion
+    from textgen.device import choose_device
+
+    lm = modeldir.load(folder, choose_device(device))
+    completion = Completion(lm, text, settings, show_top=show_top)
+    if completion.dropped_tokens:
+        render.notice(
+            console,
+            f"the prompt is {completion.prompt_tokens} tokens; kept its last "
+            f"{lm.model_config.context_window - 1} (the context window)",
+            warning=True,
+        )
+    try:
+        _stream(completion, text, show_top)
+    except BrokenPipeError:  # the reader has all it wants (`| head`): stop quietly
+        _quiet_broken_pipe()
+
+
+def _stream(completion, prompt: str, show_top: int) -> None:
+    n = completion.settings.num_samples
+    out = sys.stdout
+    interactive = render.live_ok(console)
+    if interactive and prompt and n == 1:
+        shown = prompt if len(prompt) <= 400 else "…" + prompt[-400:]
+        console.print(shown, style="dim", end="", soft_wrap=True, markup=False)
+        console.file.flush()
+    records = []
+    for record in completion:
+        if record.sample == 0 and record.token_id is not None:
+            records.append(record)
+        if n == 1 and record.text:
+            out.write(record.text)
+            out.flush()
+    if n > 1:
+        for i, sample_text in enumerate(completion.texts):
+            if interactive:
+                console.rule(f"sample {i + 1}", style="dim")
+            out.write(sample_text + ("\n\n" if i < n - 1 else ""))
+            out.flush()
+    if out.isatty() and not (completion.texts[-1].endswith("\n")):
+        out.write("\n")
+        out.flush()
+    if show_top:
+        console.print(render.top_table(records, completion.lm.tokenizer.render, show_top))
+    if interactive:
+        reasons = {"length": "max tokens", "stop": "stop string", "end_of_text": "end of text"}
+        render.notice(
+            console,
+            f"{sum(completion.token_counts)} tokens · seed {completion.seed} · "
+            f"ended by {', '.join(sorted({reasons[r] for r in completion.finish_reasons}))}",
+        )
+
+
+# -- tokenize, info, models ----------------------------------------------------------------
+
+
+@app.command()
+def tokenize(
+    text: Annotated[
+        str | None, typer.Argument(help="Text to tokenize; - or a pipe reads stdin.")
+    ] = None,
+    model: ModelOption = "default",
+    ids: Annotated[bool, typer.Option("--ids", help="Print only the token ids.")] = False,
+) -> None:
+    """Show how the model's tokenizer splits TEXT: token boundaries and ids."""
+    from textgen import modeldir
+
+    source = _read_prompt(text)
+    tokenizer = modeldir.load_tokenizer(_resolve(model))
+    token_ids = tokenizer.encode(source)
+    if ids:
+        sys.stdout.write(" ".join(map(str, token_ids)) + "\n")
+        return
+    pieces = [(i, tokenizer.render(i)) for i in token_ids]
+    if sys.stdout.isatty():
+        out = render.make_console(stderr=False)
+        out.print(render.tokens_view(pieces, len(source.encode("utf-8"))))
+        out.print(" ".join(str(i) for i in token_ids), style="dim", soft_wrap=True)
+    else:
+        sys.stdout.write("".join(f"{i}\t{r}\n" for i, r in pieces))
+
+
+@app.command()
+def info(model: ModelOption = "default") -> None:
+    """Architecture, parameter count, tokenizer and training summary of a model."""
+    from textgen import modeldir
+
+    folder = _resolve(model)
+    meta = modeldir.read_config(folder)
+    parameters = modeldir.count_parameters(folder)
+    console.print(render.info_panel(model, meta, parameters, modeldir.read_metrics(folder)))
+
+
+@app.command()
+def models() -> None:
+    """List the models under models/ (or $TEXTGEN_HOME)."""
+    from textgen import modeldir
+
+    home = modeldir.models_home()
+    rows = []
+    for folder in sorted(p for p in home.glob("*") if (p / modeldir.CONFIG).exists()):
+        try:
+            meta = modeldir.read_config(folder)
+            params = render.count(modeldir.count_parameters(folder))
+        except TextgenError as exc:
+            render.notice(console, str(exc), warning=True)
+            continue
+        m, training = meta["model"], meta.get("training", {})
+        bpb = training.get("val_bits_per_byte")
+        rows.append(
+            {
+                "name": folder.name,
+                "parameters": params,
+                "shape": f"{m['n_layer']}×{m['n_embd']}",
+                "vocab": m["vocab_size"],
+                "context": m["context_window"],
+                "steps": f"{training.get('steps', 0):,}",
+                "bpb": f"{bpb:.3f}" if bpb is not None else "-",
+            }
+        )
+    if not rows:
+        render.notice(console, f"no models in {home}/ yet: try `textgen train --model NAME`")
+        return
+    console.print(render.models_table(rows))
+
+
+# -- entry point ---------------------------------------------------------------------------
+
+
+def _quiet_broken_pipe() -> None:
+    """stdout's reader went away (`| head`): stop writing, without a traceback at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        code = app(args=argv, prog_name="textgen", standalone_mode=False)
+        code = code if isinstance(code, int) else 0
+    except UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: show its help
+            print(exc.ctx.get_help(), file=sys.stderr)
+            code = 0
+        else:
+            hint = f" (see: {exc.ctx.command_path} --help)" if exc.ctx else ""
+            render.error(console, exc.format_message() + hint)
+            code = 2
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        render.error(console, "interrupted")
+        code = 130
+    except TextgenError as exc:
+        render.error(console, str(exc))
+        code = exc.exit_code
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+        code = 0
+    except Exception as exc:  # a bug: one line for users, the traceback on request
+        if os.environ.get("TEXTGEN_DEBUG"):
+            raise
+        render.error(
+            console,
+            f"internal error: {type(exc).__name__}: {exc} (set TEXTGEN_DEBUG=1 to see where)",
+        )
+        code = 1
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+    sys.exit(code)

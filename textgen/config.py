@@ -1,0 +1,222 @@
+"""Settings as plain dataclasses: one per concern, validated on construction.
+
+This module imports no torch, so the CLI can validate options (and answer `--help`)
+instantly. Every check raises `SettingError` with a message that names the option.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from textgen.errors import SettingError
+
+MAX_TEMPERATURE = 2.0  # above this, sampling approaches uniform noise over the vocabulary
+MIN_VOCAB_SIZE = 257  # 256 byte tokens + the end-of-text token
+
+# One dial for model size. Each preset is (layers, width, heads); defaults suit a laptop CPU.
+SIZE_PRESETS: dict[str, tuple[int, int, int]] = {
+    "tiny": (2, 64, 2),  # ~0.1 M non-embedding parameters: seconds per epoch, for tests
+    "small": (4, 128, 4),  # ~0.8 M: a few minutes on 2 CPU cores already writes words
+    "medium": (6, 256, 4),  # ~4.7 M: tens of minutes on CPU, or a GPU
+    "large": (8, 512, 8),  # ~25 M: wants a GPU
+}
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise SettingError(message)
+
+
+def _from_dict(cls: type, data: dict[str, Any]) -> Any:
+    known = {f.name for f in fields(cls) if f.init}
+    unknown = sorted(set(data) - known)
+    _require(not unknown, f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+    return cls(**data)
+
+
+@dataclass
+class ModelConfig:
+    """The architecture: enough to rebuild the model exactly from `config.json`."""
+
+    vocab_size: int
+    context_window: int = 128  # tokens the model sees at once; attention cost grows with its square
+    n_layer: int = 4
+    n_embd: int = 128
+    n_head: int = 4
+    mlp_ratio: int = 4  # hidden width of the MLP relative to n_embd
+    # Swappable pieces, so recipes can be compared side by side (see benchmarks/).
+    position: str = "rope"  # "rope" (rotary, relative) or "learned" (absolute, GPT-2 style)
+    norm: str = "rmsnorm"  # "rmsnorm" or "layernorm"
+    activation: str = "gelu"  # "gelu" or "relu2" (squared ReLU)
+    tie_embeddings: bool = True  # share the embedding matrix with the unembedding
+    rope_base: float = 10000.0
+
+    def __post_init__(self) -> None:
+        _require(self.vocab_size >= MIN_VOCAB_SIZE, f"vocab_size must be >= {MIN_VOCAB_SIZE}")
+        _require(self.context_window >= 2, "context window must be at least 2 tokens")
+        _require(self.n_layer >= 1, "the model needs at least 1 layer")
+        _require(self.n_head >= 1, "the model needs at least 1 attention head")
+        _require(
+            self.n_embd % self.n_head == 0,
+            f"width {self.n_embd} is not divisible by {self.n_head} heads",
+        )
+        _require(self.mlp_ratio >= 1, "mlp_ratio must be >= 1")
+        _require(self.position in ("rope", "learned"), "position must be 'rope' or 'learned'")
+        _require(self.norm in ("rmsnorm", "layernorm"), "norm must be 'rmsnorm' or 'layernorm'")
+        _require(self.activation in ("gelu", "relu2"), "activation must be 'gelu' or 'relu2'")
+        _require(
+            self.position != "rope" or self.head_dim % 2 == 0,
+            f"rotary positions need an even head size; width/heads = {self.head_dim}",
+        )
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        return _from_dict(cls, data)
+
+
+@dataclass
+class TrainConfig:
+    """How to train: budget, batches, optimizer and evaluation."""
+
+    steps: int | None = None  # stop after this many optimizer steps ...
+    time_budget: float | None = 300.0  # ... or after this many seconds, whichever comes first
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    warmup_steps: int = 50
+    cooldown_fraction: float = 0.4  # the last part of the run decays the learning rate to zero
+    eval_interval: int = 100  # steps between validation passes
+    eval_tokens: int = 32768  # tokens per periodic validation pass; the final one reads all
+    val_fraction: float = 0.1
+    seed: int = 1337
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        _require(
+            self.steps is not None or self.time_budget is not None,
+            "give a number of steps (--steps) or a time budget (--time)",
+        )
+        _require(self.steps is None or self.steps >= 1, "--steps must be at least 1")
+        _require(
+            self.time_budget is None or self.time_budget > 0, "--time must be a positive duration"
+        )
+        _require(self.batch_size >= 1, "--batch-size must be at least 1")
+        _require(
+            math.isfinite(self.learning_rate) and self.learning_rate > 0,
+            "--lr must be a positive number",
+        )
+        _require(self.weight_decay >= 0, "weight decay must be >= 0")
+        _require(self.warmup_steps >= 0, "warmup steps must be >= 0")
+        _require(0 <= self.cooldown_fraction <= 1, "cooldown fraction must be within [0, 1]")
+        _require(self.eval_interval >= 1, "--eval-interval must be at least 1")
+        _require(self.eval_tokens >= 1, "eval tokens must be at least 1")
+        _require(0 < self.val_fraction < 0.5, "--val-fraction must be within (0, 0.5)")
+        _require(self.device in ("auto", "cpu", "cuda", "mps"), "--device: auto, cpu, cuda or mps")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        return _from_dict(cls, data)
+
+
+@dataclass
+class SampleConfig:
+    """How to turn logits into tokens. See `textgen.sampling`."""
+
+    temperature: float = 0.8  # 0 is greedy; the cap is MAX_TEMPERATURE
+    top_k: int | None = None  # keep only the k most likely tokens
+    top_p: float | None = None  # keep the smallest set whose probability reaches p
+    min_p: float | None = None  # drop tokens less likely than min_p x the top token
+    repetition_penalty: float = 1.0  # > 1 discourages tokens already in the context
+    max_new_tokens: int = 200
+    seed: int | None = None  # same seed, same model, same prompt: same text
+    stop: tuple[str, ...] = ()  # stop before the first occurrence of any of these strings
+    num_samples: int = 1
+
+    def __post_init__(self) -> None:
+        t = self.temperature
+        _require(
+            math.isfinite(t) and 0 <= t <= MAX_TEMPERATURE,
+            f"temperature must be between 0 and {MAX_TEMPERATURE:g} (0 is greedy, "
+            f"{MAX_TEMPERATURE:g} is the cap); got {t:g}",
+        )
+        _require(self.top_k is None or self.top_k >= 1, "--top-k must be at least 1")
+        _require(
+            self.top_p is None or (math.isfinite(self.top_p) and 0 < self.top_p <= 1),
+            "--top-p must be in (0, 1]",
+        )
+        _require(
+            self.min_p is None or (math.isfinite(self.min_p) and 0 <= self.min_p <= 1),
+            "--min-p must be in [0, 1]",
+        )
+        _require(
+            math.isfinite(self.repetition_penalty) and self.repetition_penalty > 0,
+            "--repetition-penalty must be a positive number",
+        )
+        _require(self.max_new_tokens >= 0, "--max-new-tokens must be >= 0")
+        _require(self.num_samples >= 1, "--num-samples must be at least 1")
+        _require(all(self.stop), "a stop string cannot be empty")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+_SIZE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
+
+
+def parse_duration(text: str) -> float:
+    """'90s' -> 90.0, '5m' -> 300.0, '1.5h' -> 5400.0, '1h30m' -> 5400.0, '45' -> 45.0."""
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([a-z]*)", text.strip().lower())
+    joined = "".join(f"{n}{u}" for n, u in parts)
+    if not parts or joined != re.sub(r"\s+", "", text.strip().lower()):
+        raise SettingError(f"cannot read {text!r} as a duration; try 90s, 5m, 1h30m")
+    total = 0.0
+    for number, unit in parts:
+        if unit not in _DURATION_UNITS:
+            raise SettingError(f"unknown time unit {unit!r} in {text!r}; use s, m, h or d")
+        total += float(number) * _DURATION_UNITS[unit]
+    if total <= 0:
+        raise SettingError(f"duration {text!r} must be positive")
+    return total
+
+
+def parse_count(text: str) -> int:
+    """'4k' -> 4000, '2M' -> 2000000, '512' -> 512."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmg]?)", text.strip().lower())
+    if not match:
+        raise SettingError(f"cannot read {text!r} as a count; try 512, 4k or 2M")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+
+
+def format_duration(seconds: float) -> str:
+    """90 -> '1m30s', 3725 -> '1h02m', 12.3 -> '12.3s'."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def default_vocab_size(corpus_bytes: int) -> int:
+    """A BPE vocabulary sized to the corpus: about one token type per 200 bytes of text,
+    a power of two between 512 and 32768. Small corpora want small vocabularies: every
+    extra token type is an extra row in the output layer, trained on fewer examples."""
+    target = max(corpus_bytes / 200, 1)
+    size = 2 ** int(math.floor(math.log2(target)))
+    return int(min(max(size, 512), 32768))

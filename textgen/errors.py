@@ -1,0 +1,17 @@
+"""The one exception family that library code raises.
+
+Library code never prints and never exits: it raises a `TextgenError` whose message tells
+the user what was wrong and what to do. The CLI prints it on one line and exits non-zero.
+"""
+
+
+class TextgenError(Exception):
+    """A problem the user can act on (bad file, bad model folder, bad setting). Exit code 1."""
+
+    exit_code = 1
+
+
+class SettingError(TextgenError):
+    """An option or setting value out of its range. Exit code 2, like a usage error."""
+
+    exit_code = 2

@@ -1,0 +1,231 @@
+"""The transformer: token ids in, next-token logits out.
+
+    ids --embedding (+ positions)--> vectors --[attention -> MLP] x n_layer--> norm
+        --unembedding--> logits
+
+Design choices (each one swappable through `ModelConfig`, so recipes can be compared):
+- pre-norm residual blocks: x = x + attn(norm(x)); x = x + mlp(norm(x))
+- positions: rotary embeddings (default; attention then depends only on relative
+  position) or learned absolute positions (GPT-2)
+- norm: RMSNorm (default) or LayerNorm, without biases
+- MLP: GELU (default) or squared ReLU, 4x wide, no biases
+- unembedding tied to the embedding by default (fewer parameters for small models)
+- a KV cache for decoding: the keys and values of past tokens are kept, so each new
+  token costs one position of work instead of the whole context
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from textgen.config import ModelConfig
+
+
+class KVCache:
+    """Keys and values of the tokens seen so far, preallocated for the context window."""
+
+    def __init__(
+        self, config: ModelConfig, batch_size: int, device: torch.device, dtype: torch.dtype
+    ) -> None:
+        shape = (config.n_layer, batch_size, config.n_head, config.context_window, config.head_dim)
+        self.keys = torch.zeros(shape, device=device, dtype=dtype)
+        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0  # positions filled; advanced by the model after the last layer
+
+    @property
+    def capacity(self) -> int:
+        return self.keys.shape[3]
+
+
+def rotary_tables(
+    head_dim: int, positions: torch.Tensor, base: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of the rotation angle for each (position, frequency): (T, head_dim/2)."""
+    exponents = torch.arange(0, head_dim, 2, dtype=torch.float64, device=positions.device)
+    inv_freq = 1.0 / (base ** (exponents / head_dim))
+    angles = positions.to(torch.float64)[:, None] * inv_freq[None, :]
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each pair of channels of x (B, H, T, D) by its position's angle."""
+    x1, x2 = x[..., ::2], x[..., 1::2]  # (B, H, T, D/2) each
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    rotated = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    return rotated.flatten(-2)
+
+
+def make_norm(config: ModelConfig) -> nn.Module:
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(config.n_embd)
+    return nn.LayerNorm(config.n_embd, bias=False)
+
+
+class CausalSelfAttention(nn.Module):
+    """Each position asks a question (query), every earlier position offers an answer (key)
+    and a message (value); the softmax of query.key scores weights the messages. Future
+    positions are masked so no token can see what comes after it."""
+
+    def __init__(self, config: ModelConfig, layer_index: int) -> None:
+        super().__init__()
+        self.config = config
+        self.layer_index = layer_index
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=False)  # fused Q, K, V
+        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rotary: tuple[torch.Tensor, torch.Tensor] | None,
+        cache: KVCache | None,
+    ) -> torch.Tensor:
+        B, T, C = x.shape
+        H, D = self.config.n_head, self.config.head_dim
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q = q.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, H, D).transpose(1, 2)
+        v = v.view(B, T, H, D).transpose(1, 2)
+        if rotary is not None:
+            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+
+        start = 0
+        if cache is not None:
+            start = cache.length
+            cache.keys[self.layer_index, :, :, start : start + T] = k
+            cache.values[self.layer_index, :, :, start : start + T] = v
+            k = cache.keys[self.layer_index, :, :, : start + T]  # (B, H, start+T, D)
+            v = cache.values[self.layer_index, :, :, : start + T]
+
+        if start == 0:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        elif T == 1:
+            y = F.scaled_dot_product_attention(q, k, v)  # one new token sees everything cached
+        else:
+            # a chunk appended to a cache: query i sees keys up to start + i
+            keep = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(start)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+        return self.proj(y)
+
+
+class MLP(nn.Module):
+    """The same small network applied to every position on its own."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        hidden = config.mlp_ratio * config.n_embd
+        self.up = nn.Linear(config.n_embd, hidden, bias=False)
+        self.down = nn.Linear(hidden, config.n_embd, bias=False)
+        self.activation = config.activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.up(x)
+        h = F.relu(h).square() if self.activation == "relu2" else F.gelu(h)
+        return self.down(h)
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig, layer_index: int) -> None:
+        super().__init__()
+        self.norm_attn = make_norm(config)
+        self.attn = CausalSelfAttention(config, layer_index)
+        self.norm_mlp = make_norm(config)
+        self.mlp = MLP(config)
+
+    def forward(self, x, rotary, cache):
+        x = x + self.attn(self.norm_attn(x), rotary, cache)
+        return x + self.mlp(self.norm_mlp(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.n_embd)
+        self.pos_embed = (
+            nn.Embedding(config.context_window, config.n_embd)
+            if config.position == "learned"
+            else None
+        )
+        if config.position == "rope":
+            # derived, not saved: (context_window, head_dim/2) each; see reset_buffers
+            self.register_buffer("rope_cos", torch.empty(0), persistent=False)
+            self.register_buffer("rope_sin", torch.empty(0), persistent=False)
+            self.reset_buffers()
+        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.norm_out = make_norm(config)
+        self.unembed = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.unembed.weight = self.embed.weight
+        self.apply(self._init_weights)
+        # Residual projections scaled down so the residual stream's variance does not grow
+        # with depth (GPT-2).
+        for name, p in self.named_parameters():
+            if name.endswith(("attn.proj.weight", "mlp.down.weight")):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def reset_buffers(self) -> None:
+        """Compute the derived buffers (after building on the meta device, for one)."""
+        if self.config.position == "rope":
+            device = self.embed.weight.device
+            positions = torch.arange(self.config.context_window, device="cpu")
+            cos, sin = rotary_tables(self.config.head_dim, positions, self.config.rope_base)
+            self.rope_cos, self.rope_sin = cos.to(device), sin.to(device)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear | nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_parameters(self, embeddings: bool = True) -> int:
+        total = sum(p.numel() for p in self.parameters())
+        if not embeddings:
+            total -= self.embed.weight.numel()
+            if self.pos_embed is not None:
+                total -= self.pos_embed.weight.numel()
+            if not self.config.tie_embeddings:
+                total -= self.unembed.weight.numel()
+        return total
+
+    def forward(
+        self,
+        ids: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        last_only: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """ids (B, T) -> logits (B, T, vocab), and the mean cross-entropy if targets given.
+
+        With a cache, `ids` continue the cached sequence. `last_only` computes logits for
+        the final position only (all that decoding needs; the unembedding is the largest
+        matrix of a small model).
+        """
+        B, T = ids.shape
+        start = cache.length if cache is not None else 0
+        if start + T > self.config.context_window:
+            raise ValueError(
+                f"sequence of {start + T} tokens exceeds the context window "
+                f"({self.config.context_window})"
+            )
+        x = self.embed(ids)  # (B, T, C)
+        rotary = None
+        if self.pos_embed is not None:
+            x = x + self.pos_embed(torch.arange(start, start + T, device=ids.device))
+        else:
+            rotary = (self.rope_cos[start : start + T], self.rope_sin[start : start + T])
+        for block in self.blocks:
+            x = block(x, rotary, cache)
+        if cache is not None:
+            cache.length += T
+        x = self.norm_out(x)
+        if last_only:
+            x = x[:, -1:, :]
+        logits = self.unembed(x).float()  # (B, T, vocab)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+        return logits, loss
