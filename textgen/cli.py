@@ -22,10 +22,11 @@ from textgen.config import (
     ModelConfig,
     SampleConfig,
     TrainConfig,
+    check_vocab_size,
     parse_count,
     parse_duration,
 )
-from textgen.errors import TextgenError
+from textgen.errors import SettingError, TextgenError
 
 # typer raises click's exceptions (a vendored copy in recent typer): find the base class of
 # usage errors through the one typer exports.
@@ -59,6 +60,14 @@ DeviceOption = Annotated[
 def _read_stdin_text() -> str:
     data = sys.stdin.buffer.read()
     return data.decode("utf-8", errors="replace")
+
+
+def _parsed(option: str, parse, text: str):
+    """Parse an option's text, naming the option in the error."""
+    try:
+        return parse(text)
+    except SettingError as exc:
+        raise SettingError(f"{option}: {exc}") from None
 
 
 def _resolve(name: str) -> Path:
@@ -123,7 +132,7 @@ def train(
         n_head=heads or preset_heads,
     )
     ModelConfig(vocab_size=MIN_VOCAB_SIZE, **architecture)  # check the shape before any work
-    time_budget = parse_duration(time) if time else (None if steps else 300.0)
+    time_budget = _parsed("--time", parse_duration, time) if time else (None if steps else 300.0)
     config = TrainConfig(
         steps=steps,
         time_budget=time_budget,
@@ -134,7 +143,9 @@ def train(
         seed=seed,
         device=device,
     )
-    vocab = parse_count(vocab_size) if vocab_size else None
+    vocab = (
+        check_vocab_size(_parsed("--vocab-size", parse_count, vocab_size)) if vocab_size else None
+    )
     folder = _resolve(model)
 
     from textgen.corpus import BUILTIN_NAME, open_corpus
@@ -185,7 +196,11 @@ def tokenizer_train(
             f"{folder} holds a trained model that needs its tokenizer; use another --model"
         )
     with open_corpus(corpus or []) as source:
-        size = parse_count(vocab_size) if vocab_size else default_vocab_size(source.total_bytes)
+        size = (
+            check_vocab_size(_parsed("--vocab-size", parse_count, vocab_size))
+            if vocab_size
+            else default_vocab_size(source.total_bytes)
+        )
         render.notice(console, f"training a {size}-token byte-level BPE on {source.description}")
         tokenizer = Tokenizer.train(source.texts(), size)
         for warning in dict.fromkeys(source.warnings):

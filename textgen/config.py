@@ -213,6 +213,14 @@ def format_duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
+def check_vocab_size(size: int) -> int:
+    _require(
+        size >= MIN_VOCAB_SIZE,
+        f"--vocab-size must be at least {MIN_VOCAB_SIZE} (256 bytes + end-of-text)",
+    )
+    return size
+
+
 def default_vocab_size(corpus_bytes: int) -> int:
     """A BPE vocabulary sized to the corpus: about one token type per 200 bytes of text,
     a power of two between 512 and 32768. Small corpora want small vocabularies: every

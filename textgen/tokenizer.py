@@ -23,8 +23,8 @@ from pathlib import Path
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from textgen.config import MIN_VOCAB_SIZE
-from textgen.errors import SettingError, TextgenError
+from textgen.config import check_vocab_size
+from textgen.errors import TextgenError
 
 END_OF_TEXT = "<|endoftext|>"
 _SURROGATES = re.compile("[\ud800-\udfff]")
@@ -63,6 +63,8 @@ class Tokenizer:
 
     def __init__(self, hf: HFTokenizer) -> None:
         self._hf = hf
+        # Text that spells "<|endoftext|>" is ordinary text: only textgen places the token.
+        hf.encode_special_tokens = True
         eot = hf.token_to_id(END_OF_TEXT)
         if eot is None:
             raise TextgenError(f"the tokenizer has no {END_OF_TEXT} token; retrain it with textgen")
@@ -70,10 +72,7 @@ class Tokenizer:
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int) -> Tokenizer:
-        if vocab_size < MIN_VOCAB_SIZE:
-            raise SettingError(
-                f"--vocab-size must be at least {MIN_VOCAB_SIZE} (256 bytes + end-of-text)"
-            )
+        check_vocab_size(vocab_size)
         hf = HFTokenizer(models.BPE())
         hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         hf.decoder = decoders.ByteLevel()

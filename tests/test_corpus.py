@@ -1,0 +1,106 @@
+"""Reading corpora: files, folders, globs, stdin, the built-in one; encoding to tokens."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from textgen.corpus import encode_corpus, open_corpus
+from textgen.errors import TextgenError
+
+
+@pytest.fixture
+def tree(tmp_path):
+    (tmp_path / "a.txt").write_text("first file\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.md").write_text("second file\n")
+    (tmp_path / "sub" / "image.bin").write_bytes(b"\x89PNG\x00\x00binary")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "HEAD").write_text("ref: hidden\n")
+    return tmp_path
+
+
+def test_folders_are_read_recursively_skipping_binary_and_hidden_files(tree):
+    with open_corpus([str(tree)]) as corpus:
+        assert [p.name for p in corpus.files] == ["a.txt", "b.md"]
+        assert any("image.bin" in w and "binary" in w for w in corpus.warnings)
+        assert "".join(corpus.texts()) == "first file\nsecond file\n"
+
+
+def test_globs_expand_and_duplicates_are_read_once(tree):
+    with open_corpus([str(tree / "**" / "*.md"), str(tree / "sub" / "b.md")]) as corpus:
+        assert [p.name for p in corpus.files] == ["b.md"]
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [("missing.txt", "no such file or folder"), ("nomatch*.txt", "no files match")],
+)
+def test_bad_paths_are_clear_errors(tmp_path, spec, message):
+    with pytest.raises(TextgenError, match=message):
+        open_corpus([str(tmp_path / spec)])
+
+
+def test_empty_files_and_empty_folders_are_refused(tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(TextgenError, match="empty"):
+        open_corpus([str(tmp_path / "empty.txt")])
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(TextgenError, match="holds no text files"):
+        open_corpus([str(tmp_path / "nothing")])
+
+
+def test_invalid_utf8_is_read_with_replacement_characters(tmp_path):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("café naïve\n".encode("latin-1"))
+    with open_corpus([str(path)]) as corpus:
+        text = "".join(corpus.texts())
+    assert text == "caf\ufffd na\ufffdve\n"
+    assert any("not valid UTF-8" in w for w in corpus.warnings)
+
+
+def test_stdin_is_spooled_and_removed_afterwards():
+    with open_corpus(["-"], stdin=io.BytesIO(b"piped text\n")) as corpus:
+        spooled = corpus.files[0]
+        assert "".join(corpus.texts()) == "piped text\n"
+        assert "".join(corpus.texts()) == "piped text\n"  # readable twice
+    assert not spooled.exists()
+
+
+def test_empty_stdin_is_refused():
+    with pytest.raises(TextgenError, match="standard input was empty"):
+        open_corpus(["-"], stdin=io.BytesIO(b""))
+
+
+def test_no_arguments_means_the_builtin_python_documentation():
+    with open_corpus([]) as corpus:
+        assert corpus.builtin
+        assert corpus.total_bytes > 100_000
+        first = next(corpus.texts())
+        assert isinstance(first, str) and first
+
+
+def test_encoding_puts_end_of_text_before_each_document(tree, tokenizer, tmp_path):
+    with open_corpus([str(tree)]) as corpus:
+        token_file = encode_corpus(corpus, tokenizer, tmp_path / "tokens.bin")
+    ids = token_file.array()
+    assert ids.dtype == np.uint16
+    eot = tokenizer.eot_id
+    expected = [eot, *tokenizer.encode("first file\n"), eot, *tokenizer.encode("second file\n")]
+    assert ids.tolist() == expected
+
+
+def test_large_files_are_read_in_chunks_that_add_up_to_the_file(tmp_path, monkeypatch):
+    import textgen.corpus as corpus_module
+
+    monkeypatch.setattr(corpus_module, "CHUNK_BYTES", 64)
+    text = "".join(f"line {i} with some words é\n" for i in range(200))
+    path = tmp_path / "big.txt"
+    path.write_text(text, encoding="utf-8")
+    with open_corpus([str(path)]) as corpus:
+        chunks = list(corpus.texts())
+    assert len(chunks) > 10
+    assert "".join(chunks) == text
+    assert all(c.endswith("\n") for c in chunks)

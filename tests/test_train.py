@@ -1,0 +1,113 @@
+"""Training: loss falls, the schedule, budgets, and never replacing a model silently."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from conftest import TINY
+
+from textgen import modeldir
+from textgen.config import TrainConfig, default_vocab_size, parse_count, parse_duration
+from textgen.corpus import open_corpus
+from textgen.errors import SettingError, TextgenError
+from textgen.train import EvalReport, Notice, lr_multiplier, train
+
+
+def test_validation_loss_falls_well_below_chance(trained_folder, lm):
+    metrics = modeldir.read_metrics(trained_folder)
+    assert [m["step"] for m in metrics] == [100, 200, 200]
+    assert metrics[-1]["final"]
+    chance = math.log(lm.model_config.vocab_size)
+    assert metrics[-1]["val_loss"] < chance / 2
+    assert metrics[-1]["val_loss"] <= metrics[0]["val_loss"]
+    assert 0 < metrics[-1]["val_bpb"] < 3
+
+
+def test_schedule_warms_up_holds_and_decays_to_zero():
+    assert lr_multiplier(0, 0.0, warmup_steps=10, cooldown_fraction=0.4) == pytest.approx(0.1)
+    assert lr_multiplier(50, 0.3, warmup_steps=10, cooldown_fraction=0.4) == 1.0
+    assert lr_multiplier(80, 0.8, warmup_steps=10, cooldown_fraction=0.4) == pytest.approx(0.5)
+    assert lr_multiplier(99, 1.0, warmup_steps=10, cooldown_fraction=0.4) == 0.0
+    assert lr_multiplier(99, 1.3, warmup_steps=10, cooldown_fraction=0.4) == 0.0  # never < 0
+
+
+def _train(folder, corpus_file, events=None, **overrides):
+    settings = dict(steps=5, time_budget=None, batch_size=4, eval_interval=100, seed=0)
+    settings.update(overrides)
+    with open_corpus([str(corpus_file)]) as corpus:
+        return train(
+            folder,
+            corpus,
+            TrainConfig(**settings),
+            dict(TINY),
+            vocab_size=300,
+            callback=(events.append if events is not None else lambda e: None),
+            **{k: v for k, v in overrides.items() if k in ("resume", "overwrite")},
+        )
+
+
+def test_a_trained_folder_is_never_replaced_without_asking(tmp_path, corpus_file):
+    folder = tmp_path / "m"
+    _train(folder, corpus_file)
+    before = (folder / "model.safetensors").read_bytes()
+    with pytest.raises(TextgenError, match="--resume.*--overwrite"):
+        _train(folder, corpus_file)
+    assert (folder / "model.safetensors").read_bytes() == before
+
+
+def test_resume_continues_from_the_saved_step(tmp_path, corpus_file):
+    folder = tmp_path / "m"
+    _train(folder, corpus_file)
+    with open_corpus([str(corpus_file)]) as corpus:
+        result = train(
+            folder,
+            corpus,
+            TrainConfig(steps=8, time_budget=None, batch_size=4),
+            dict(TINY),
+            resume=True,
+        )
+    assert result.steps == 8
+    assert modeldir.read_config(folder)["training"]["steps"] == 8
+
+
+def test_time_budget_stops_the_run(tmp_path, corpus_file):
+    events = []
+    result = _train(tmp_path / "m", corpus_file, events, steps=None, time_budget=1.0)
+    assert result.steps >= 1
+    assert any(isinstance(e, EvalReport) and e.final for e in events)
+
+
+def test_existing_tokenizer_in_the_folder_is_reused(tmp_path, corpus_file, tokenizer):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    modeldir.save_tokenizer(folder, tokenizer)
+    events = []
+    _train(folder, corpus_file, events)
+    assert any(isinstance(e, Notice) and "folder's tokenizer" in e.message for e in events)
+    assert modeldir.load_tokenizer(folder).to_json() == tokenizer.to_json()
+
+
+def test_corpus_smaller_than_a_context_window_is_a_clear_error(tmp_path):
+    small = tmp_path / "small.txt"
+    small.write_text("Just a few words.")
+    with pytest.raises(TextgenError, match="corpus is too small.*--context"):
+        _train(tmp_path / "m", small)
+
+
+def test_durations_and_counts_read_like_people_write_them():
+    assert parse_duration("90s") == 90
+    assert parse_duration("5m") == 300
+    assert parse_duration("1h30m") == 5400
+    assert parse_duration("45") == 45
+    assert parse_count("4k") == 4000
+    assert parse_count("2M") == 2_000_000
+    for bad in ("", "5 parsecs", "-3m", "0s"):
+        with pytest.raises(SettingError):
+            parse_duration(bad)
+
+
+def test_default_vocabulary_grows_with_the_corpus():
+    assert default_vocab_size(20_000) == 512
+    assert default_vocab_size(465_000) == 2048
+    assert default_vocab_size(10**10) == 32768
