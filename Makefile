@@ -25,8 +25,8 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 lint: setup
-	$(BIN)/ruff check textgen tests benchmarks
-	$(BIN)/ruff format --check textgen tests benchmarks
+	$(BIN)/ruff check textgen tests
+	$(BIN)/ruff format --check textgen tests
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
