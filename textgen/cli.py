@@ -187,6 +187,9 @@ def tokenizer_train(
     from textgen.corpus import open_corpus
     from textgen.tokenizer import Tokenizer
 
+    vocab = (
+        check_vocab_size(_parsed("--vocab-size", parse_count, vocab_size)) if vocab_size else None
+    )
     folder = _resolve(model)
     target = folder / modeldir.TOKENIZER
     if target.exists() and not overwrite:
@@ -196,11 +199,7 @@ def tokenizer_train(
             f"{folder} holds a trained model that needs its tokenizer; use another --model"
         )
     with open_corpus(corpus or []) as source:
-        size = (
-            check_vocab_size(_parsed("--vocab-size", parse_count, vocab_size))
-            if vocab_size
-            else default_vocab_size(source.total_bytes)
-        )
+        size = vocab or default_vocab_size(source.total_bytes)
         render.notice(console, f"training a {size}-token byte-level BPE on {source.description}")
         tokenizer = Tokenizer.train(source.texts(), size)
         for warning in dict.fromkeys(source.warnings):
@@ -282,7 +281,7 @@ def generate(
         render.notice(
             console,
             f"the prompt is {completion.prompt_tokens} tokens; kept its last "
-            f"{lm.model_config.context_window - 1} (the context window)",
+            f"{len(completion.prompt_ids)} (the context window)",
             warning=True,
         )
     try:

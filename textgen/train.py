@@ -372,8 +372,8 @@ def _run(
                     )
                 )
                 last_report, tokens_at_report = now, tokens_seen
-            if step % config.eval_interval == 0:
-                elapsed = elapsed_before + time.perf_counter() - start
+            elapsed = elapsed_before + time.perf_counter() - start
+            if step % config.eval_interval == 0 and fraction_done(step, elapsed, config) < 1:
                 run_eval(elapsed, final=False)
                 checkpoint(elapsed)
     except KeyboardInterrupt:
