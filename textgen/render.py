@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich import box
+from rich.columns import Columns
 from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
@@ -174,29 +175,38 @@ class TrainView:
 # -- generation ----------------------------------------------------------------------------
 
 
+def percent(p: float) -> str:
+    """0.423 -> ' 42%', 0.004 -> ' <1%'."""
+    return " <1%" if 0 < p < 0.005 else f"{p:4.0%}"
+
+
+def clip(text: str, width: int = 12) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def top_table(records: Sequence[Any], render_token, k: int) -> Table:
-    """One row per generated token: the chosen token, its probability, and the k most
-    likely candidates of the distribution it was drawn from, with bars."""
+    """One row per generated token: the chosen token and its probability, then the k most
+    likely candidates of the distribution it was drawn from, each as a bar, a percentage
+    and the token (the chosen one highlighted). Candidates wrap in narrow terminals."""
     table = Table(box=box.SIMPLE_HEAD, title="top candidates per step", title_justify="left")
-    table.add_column("#", justify="right", style="dim")
-    table.add_column("chosen", no_wrap=True)
-    table.add_column("p", justify="right")
-    for i in range(k):
-        table.add_column(f"{i + 1}", no_wrap=True)
+    table.add_column("#", justify="right", style="dim", no_wrap=True)
+    table.add_column("chosen", no_wrap=True, max_width=14)
+    table.add_column("p", justify="right", no_wrap=True)
+    table.add_column(f"top {k} candidates", ratio=1)
     for n, record in enumerate(records, 1):
-        cells = []
+        candidates = []
         for token_id, prob in record.candidates[:k]:
+            item = Text(bar(prob, 3), style="green")
+            item.append(percent(prob), style="dim")
             style = "bold cyan" if token_id == record.token_id else ""
-            cell = Text(render_token(token_id), style=style)
-            cell.append(f" {bar(prob, 5)}", style="green")
-            cell.append(f"{prob:4.0%}", style="dim")
-            cells.append(cell)
-        cells += [""] * (k - len(cells))
+            item.append(" " + clip(render_token(token_id)), style=style)
+            candidates.append(item)
+        cell = Columns(candidates, padding=(0, 2))  # wraps whole candidates, never inside one
         table.add_row(
             str(n),
-            Text(render_token(record.token_id), style="bold"),
-            f"{record.prob:.2f}",
-            *cells,
+            Text(clip(render_token(record.token_id)), style="bold cyan"),
+            percent(record.prob),
+            cell,
         )
     return table
 
