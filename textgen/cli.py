@@ -311,10 +311,15 @@ def _stream(completion, prompt: str, show_top: int) -> None:
                 console.rule(f"sample {i + 1}", style="dim")
             out.write(sample_text + ("\n\n" if i < n - 1 else ""))
             out.flush()
-    if out.isatty() and not (completion.texts[-1].endswith("\n")):
-        out.write("\n")
-        out.flush()
+    if not completion.texts[-1].endswith("\n"):  # end the line in a terminal, never in a pipe
+        if out.isatty():
+            out.write("\n")
+            out.flush()
+        elif interactive:
+            console.line()
     if show_top:
+        if not interactive:
+            console.line()  # stderr and stdout may share a log file: start on a fresh line
         console.print(render.top_table(records, completion.lm.tokenizer.render, show_top))
     if interactive:
         reasons = {"length": "max tokens", "stop": "stop string", "end_of_text": "end of text"}
