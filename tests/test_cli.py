@@ -3,6 +3,7 @@ product, everything else goes to stderr, and every error is one line with an exi
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -215,3 +216,85 @@ def test_help_and_option_errors_do_not_import_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "ok", result.stderr
     assert run("--help").returncode == 0
+
+
+def test_generate_json_is_one_object_per_sample(cli_model):
+    result = run(
+        "generate",
+        "The cat",
+        "--model",
+        str(cli_model),
+        "--json",
+        "--seed",
+        "3",
+        "-n",
+        "12",
+        "--num-samples",
+        "2",
+    )
+    assert result.returncode == 0, result.stderr
+    samples = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [s["sample"] for s in samples] == [0, 1]
+    for s in samples:
+        assert s["generated_tokens"] == len(s["tokens"]) and s["settings"]["seed"] == 3
+        assert all(len(t["top"]) == 5 and t["logprob"] <= 0 for t in s["tokens"])
+
+
+def test_score_and_eval_report_the_same_bits_per_byte(cli_model, tmp_path):
+    text = "The old fox finds the river near the house. A child likes the moon.\n" * 6
+    path = tmp_path / "held_out.txt"
+    path.write_text(text)
+    scored = run("score", "-", "--model", str(cli_model), "--json", stdin=text + "\n")
+    evaluated = run("eval", str(path), "--model", str(cli_model), "--json")
+    assert scored.returncode == evaluated.returncode == 0, scored.stderr + evaluated.stderr
+    s, e = json.loads(scored.stdout), json.loads(evaluated.stdout)
+    assert s["bits_per_byte"] == pytest.approx(e["bits_per_byte"], rel=1e-9)
+    assert s["bytes"] == e["bytes"] == len(text.encode())
+    assert all(t["surprisal_bits"] >= 0 for t in s["tokens"])
+
+
+def test_attention_json_rows_sum_to_one_with_nothing_above_the_diagonal(cli_model):
+    result = run(
+        "attention", "The dog chases the ball", "--model", str(cli_model), "--json", "--layer", "0"
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert set(data["heads"]) == {"0", "1"}  # the tiny preset has 2 heads
+    for matrix in data["heads"].values():
+        assert len(matrix) == len(data["tokens"])
+        for i, row in enumerate(matrix):
+            assert sum(row) == pytest.approx(1, abs=1e-5)
+            assert all(w == 0 for w in row[i + 1 :])
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["generate", "The", "-n", "10", "--show-top", "3", "--seed", "0"],
+        ["score", "The cat sees the moon."],
+        ["attention", "The cat sees the moon.", "--head", "0"],
+        ["attention", "The cat sees the moon."],
+        ["tokenize", "The cat sees the moon."],
+        ["info"],
+    ],
+)
+def test_nothing_written_to_a_pipe_has_escape_codes(cli_model, args):
+    result = run(*args, "--model", str(cli_model))
+    assert result.returncode == 0, result.stderr
+    assert not ANSI.search(result.stdout) and not ANSI.search(result.stderr)
+    assert result.stdout.strip() or result.stderr.strip()
+
+
+def test_attention_rejects_a_layer_the_model_does_not_have(cli_model):
+    result = run("attention", "x", "--model", str(cli_model), "--layer", "7")
+    assert result.returncode == 2
+    assert "layers 0 to 1" in result.stderr
+
+
+def test_stop_strings_understand_shell_escapes():
+    from textgen.cli import _unescape
+
+    assert _unescape(r"\n\n") == "\n\n"
+    assert _unescape(r"a\tb") == "a\tb"
+    assert _unescape(r"keep \\n literal") == "keep \\n literal"
+    assert _unescape("plain ✓") == "plain ✓"

@@ -112,7 +112,8 @@ def test_streamed_pieces_add_up_to_the_final_text(lm):
 def test_top_candidates_are_sorted_and_include_a_greedy_choice(lm):
     settings = SampleConfig(temperature=0, max_new_tokens=10, seed=0)
     for record in Completion(lm, "A child", settings, show_top=5):
-        probs = [p for _, p in record.candidates]
-        assert probs == sorted(probs, reverse=True)
-        assert record.candidates[0][0] == record.token_id
-        assert record.logprob <= 0
+        logprobs = [c.logprob for c in record.candidates]
+        assert logprobs == sorted(logprobs, reverse=True)
+        assert record.candidates[0].token_id == record.token_id
+        assert record.candidates[0].prob == 1.0  # greedy: all probability on the argmax
+        assert record.logprob == record.candidates[0].logprob <= 0

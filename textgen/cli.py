@@ -8,14 +8,24 @@ inside the commands that need it, so `textgen --help` and option errors stay ins
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from textgen import render
+from textgen import cli_inspect, render
+from textgen.cli_common import (
+    DeviceOption,
+    JsonOption,
+    ModelOption,
+    console,
+    parsed,
+    read_text_argument,
+    resolve,
+)
 from textgen.config import (
     MIN_VOCAB_SIZE,
     SIZE_PRESETS,
@@ -26,7 +36,7 @@ from textgen.config import (
     parse_count,
     parse_duration,
 )
-from textgen.errors import SettingError, TextgenError
+from textgen.errors import TextgenError
 
 # typer raises click's exceptions (a vendored copy in recent typer): find the base class of
 # usage errors through the one typer exports.
@@ -43,38 +53,6 @@ app = typer.Typer(
 )
 tokenizer_app = typer.Typer(help="Train a tokenizer on its own.", no_args_is_help=True)
 app.add_typer(tokenizer_app, name="tokenizer")
-
-console = render.make_console()
-
-ModelOption = Annotated[
-    str,
-    typer.Option(
-        "--model", "-m", help="Model name (under models/) or a folder path like ./my-model."
-    ),
-]
-DeviceOption = Annotated[
-    str, typer.Option(help="auto (cuda, then mps, then cpu), cpu, cuda or mps.")
-]
-
-
-def _read_stdin_text() -> str:
-    data = sys.stdin.buffer.read()
-    return data.decode("utf-8", errors="replace")
-
-
-def _parsed(option: str, parse, text: str):
-    """Parse an option's text, naming the option in the error."""
-    try:
-        return parse(text)
-    except SettingError as exc:
-        raise SettingError(f"{option}: {exc}") from None
-
-
-def _resolve(name: str) -> Path:
-    from textgen import modeldir
-
-    return modeldir.resolve(name)
-
 
 # -- train ---------------------------------------------------------------------------------
 
@@ -132,7 +110,7 @@ def train(
         n_head=heads or preset_heads,
     )
     ModelConfig(vocab_size=MIN_VOCAB_SIZE, **architecture)  # check the shape before any work
-    time_budget = _parsed("--time", parse_duration, time) if time else (None if steps else 300.0)
+    time_budget = parsed("--time", parse_duration, time) if time else (None if steps else 300.0)
     config = TrainConfig(
         steps=steps,
         time_budget=time_budget,
@@ -144,9 +122,9 @@ def train(
         device=device,
     )
     vocab = (
-        check_vocab_size(_parsed("--vocab-size", parse_count, vocab_size)) if vocab_size else None
+        check_vocab_size(parsed("--vocab-size", parse_count, vocab_size)) if vocab_size else None
     )
-    folder = _resolve(model)
+    folder = resolve(model)
 
     from textgen.corpus import BUILTIN_NAME, open_corpus
     from textgen.train import train as run_training
@@ -164,7 +142,9 @@ def train(
             overwrite=overwrite,
             callback=view,
         )
-    view.summary(result, model)
+    from textgen.modeldir import read_metrics
+
+    view.summary(result, model, read_metrics(folder))
     if result.interrupted:
         raise typer.Exit(130)
 
@@ -188,9 +168,9 @@ def tokenizer_train(
     from textgen.tokenizer import Tokenizer
 
     vocab = (
-        check_vocab_size(_parsed("--vocab-size", parse_count, vocab_size)) if vocab_size else None
+        check_vocab_size(parsed("--vocab-size", parse_count, vocab_size)) if vocab_size else None
     )
-    folder = _resolve(model)
+    folder = resolve(model)
     target = folder / modeldir.TOKENIZER
     if target.exists() and not overwrite:
         raise TextgenError(f"{target} already exists; add --overwrite to replace it")
@@ -211,13 +191,9 @@ def tokenizer_train(
 # -- generate ------------------------------------------------------------------------------
 
 
-def _read_prompt(prompt: str | None) -> str:
-    """`-`, or no prompt with stdin not a terminal, reads stdin (one trailing newline
-    dropped, as `echo` adds it). No prompt at a terminal starts from nothing."""
-    if prompt == "-" or (prompt is None and not sys.stdin.isatty()):
-        text = _read_stdin_text()
-        return text[:-1] if text.endswith("\n") else text
-    return prompt or ""
+def _unescape(text: str) -> str:
+    r"""--stop '\n\n' means two newlines: read \n, \t and \\ as a shell user means them."""
+    return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
 
 
 @app.command()
@@ -246,15 +222,33 @@ def generate(
     ] = 200,
     seed: Annotated[int | None, typer.Option(help="Same seed, same text.")] = None,
     stop: Annotated[
-        list[str] | None, typer.Option(help="Stop before this string (repeatable).")
+        list[str] | None,
+        typer.Option(help="Stop before this string (repeatable); \\n and \\t are understood."),
     ] = None,
     num_samples: Annotated[int, typer.Option(help="Independent samples, drawn as one batch.")] = 1,
     show_top: Annotated[
-        int, typer.Option(help="After the text, a table of the K most likely tokens per step.")
+        int,
+        typer.Option(
+            help="Show the K most likely tokens of each step: live in a terminal, "
+            "and as a table after the text."
+        ),
     ] = 0,
+    color_probs: Annotated[
+        bool,
+        typer.Option(
+            "--color-probs/--no-color-probs",
+            help="In a terminal, colour each token by its probability.",
+        ),
+    ] = True,
+    json_output: JsonOption = False,
     device: DeviceOption = "auto",
 ) -> None:
-    """Continue PROMPT with text sampled from the model, streamed to stdout."""
+    """Continue PROMPT with text sampled from the model, streamed to stdout.
+
+    With --json, stdout gets one JSON object per sample, one per line (JSON Lines), once
+    generation ends: the text, the settings, token counts and, for every generated token,
+    its id, text, log-probability and the top alternatives (--show-top, default 5).
+    """
     settings = SampleConfig(
         temperature=temperature,
         top_k=top_k,
@@ -263,20 +257,21 @@ def generate(
         repetition_penalty=repetition_penalty,
         max_new_tokens=max_new_tokens,
         seed=seed,
-        stop=tuple(stop or ()),
+        stop=tuple(_unescape(s) for s in stop or ()),
         num_samples=num_samples,
     )
     if show_top < 0:
         raise typer.BadParameter("must be 0 (off) or more", param_hint="--show-top")
-    text = _read_prompt(prompt)
-    folder = _resolve(model)
+    text = read_text_argument(prompt)
+    folder = resolve(model)
 
     from textgen import modeldir
     from textgen.complete import Completion
     from textgen.device import choose_device
 
     lm = modeldir.load(folder, choose_device(device))
-    completion = Completion(lm, text, settings, show_top=show_top)
+    top = show_top or (5 if json_output else 0)
+    completion = Completion(lm, text, settings, show_top=top)
     if completion.dropped_tokens:
         render.notice(
             console,
@@ -285,78 +280,24 @@ def generate(
             warning=True,
         )
     try:
-        _stream(completion, text, show_top)
+        if json_output:
+            for _ in completion:
+                pass
+            for i in range(settings.num_samples):
+                sys.stdout.write(json.dumps(completion.to_json(i, text), ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+            return
+        with render.GenerateView(
+            console, text, settings, show_top, lm.tokenizer.render, color_probs
+        ) as view:
+            for record in completion:
+                view.add(record)
+            view.finish(completion)
     except BrokenPipeError:  # the reader has all it wants (`| head`): stop quietly
         _quiet_broken_pipe()
 
 
-def _stream(completion, prompt: str, show_top: int) -> None:
-    n = completion.settings.num_samples
-    out = sys.stdout
-    interactive = render.live_ok(console)
-    if interactive and prompt and n == 1:
-        shown = prompt if len(prompt) <= 400 else "…" + prompt[-400:]
-        console.print(shown, style="dim", end="", soft_wrap=True, markup=False)
-        console.file.flush()
-    records = []
-    for record in completion:
-        if record.sample == 0 and record.token_id is not None:
-            records.append(record)
-        if n == 1 and record.text:
-            out.write(record.text)
-            out.flush()
-    if n > 1:
-        for i, sample_text in enumerate(completion.texts):
-            if interactive:
-                console.rule(f"sample {i + 1}", style="dim")
-            out.write(sample_text + ("\n\n" if i < n - 1 else ""))
-            out.flush()
-    if not completion.texts[-1].endswith("\n"):  # end the line in a terminal, never in a pipe
-        if out.isatty():
-            out.write("\n")
-            out.flush()
-        elif interactive:
-            console.line()
-    if show_top:
-        if not interactive:
-            console.line()  # stderr and stdout may share a log file: start on a fresh line
-        console.print(render.top_table(records, completion.lm.tokenizer.render, show_top))
-    if interactive:
-        reasons = {"length": "max tokens", "stop": "stop string", "end_of_text": "end of text"}
-        render.notice(
-            console,
-            f"{sum(completion.token_counts)} tokens · seed {completion.seed} · "
-            f"ended by {', '.join(sorted({reasons[r] for r in completion.finish_reasons}))}",
-        )
-
-
-# -- tokenize, info, models ----------------------------------------------------------------
-
-
-@app.command()
-def tokenize(
-    text: Annotated[
-        str | None, typer.Argument(help="Text to tokenize; - or a pipe reads stdin.")
-    ] = None,
-    model: ModelOption = "default",
-    ids: Annotated[bool, typer.Option("--ids", help="Print only the token ids.")] = False,
-) -> None:
-    """Show how the model's tokenizer splits TEXT: token boundaries and ids."""
-    from textgen import modeldir
-
-    source = _read_prompt(text)
-    tokenizer = modeldir.load_tokenizer(_resolve(model))
-    token_ids = tokenizer.encode(source)
-    if ids:
-        sys.stdout.write(" ".join(map(str, token_ids)) + "\n")
-        return
-    pieces = [(i, tokenizer.render(i)) for i in token_ids]
-    if sys.stdout.isatty():
-        out = render.make_console(stderr=False)
-        out.print(render.tokens_view(pieces, len(source.encode("utf-8"))))
-        out.print(" ".join(str(i) for i in token_ids), style="dim", soft_wrap=True)
-    else:
-        sys.stdout.write("".join(f"{i}\t{r}\n" for i, r in pieces))
+# -- info, models --------------------------------------------------------------------------
 
 
 @app.command()
@@ -364,7 +305,7 @@ def info(model: ModelOption = "default") -> None:
     """Architecture, parameter count, tokenizer and training summary of a model."""
     from textgen import modeldir
 
-    folder = _resolve(model)
+    folder = resolve(model)
     meta = modeldir.read_config(folder)
     parameters = modeldir.count_parameters(folder)
     console.print(render.info_panel(model, meta, parameters, modeldir.read_metrics(folder)))
@@ -401,6 +342,12 @@ def models() -> None:
         render.notice(console, f"no models in {home}/ yet: try `textgen train --model NAME`")
         return
     console.print(render.models_table(rows))
+
+
+app.command()(cli_inspect.tokenize)
+app.command()(cli_inspect.score)
+app.command()(cli_inspect.attention)
+app.command("eval")(cli_inspect.evaluate)
 
 
 # -- entry point ---------------------------------------------------------------------------

@@ -18,6 +18,13 @@ from textgen.tokenizer import StreamDecoder
 
 
 @dataclass
+class Candidate:
+    token_id: int
+    logprob: float  # under the model itself (temperature 1)
+    prob: float  # in the distribution sampled from (after temperature and filters)
+
+
+@dataclass
 class TokenRecord:
     """One generated token of one sample: what it added to the text and how likely it was."""
 
@@ -26,7 +33,7 @@ class TokenRecord:
     text: str  # the text it completed ('' while a multi-byte character is incomplete)
     prob: float  # probability under the distribution it was sampled from
     logprob: float  # log-probability under the model itself (temperature 1)
-    candidates: list[tuple[int, float]] = field(default_factory=list)  # most likely first
+    candidates: list[Candidate] = field(default_factory=list)  # the model's most likely first
 
 
 class StopMatcher:
@@ -79,6 +86,7 @@ class Completion:
         self.prompt_tokens = len(ids) - 1  # not counting the end-of-text marker
         n = settings.num_samples
         self.texts = [""] * n
+        self.records: list[list[TokenRecord]] = [[] for _ in range(n)]
         self.token_counts = [0] * n
         self.finish_reasons = ["length"] * n
 
@@ -98,8 +106,9 @@ class Completion:
         for step in steps:
             ids = step.token_ids.tolist()
             probs, logprobs = step.probs.tolist(), step.logprobs.tolist()
-            top_ids = step.top_ids.tolist() if step.top_ids is not None else None
-            top_probs = step.top_probs.tolist() if step.top_probs is not None else None
+            top = None
+            if step.top_ids is not None:
+                top = (step.top_ids.tolist(), step.top_logprobs.tolist(), step.top_probs.tolist())
             for i in range(n):
                 if done[i]:
                     continue
@@ -112,8 +121,14 @@ class Completion:
                     if stops[i].stopped:
                         done[i], self.finish_reasons[i] = True, "stop"
                 self.texts[i] += piece
-                candidates = list(zip(top_ids[i], top_probs[i], strict=True)) if top_ids else []
-                yield TokenRecord(i, ids[i], piece, probs[i], logprobs[i], candidates)
+                candidates = (
+                    [Candidate(*c) for c in zip(top[0][i], top[1][i], top[2][i], strict=True)]
+                    if top
+                    else []
+                )
+                record = TokenRecord(i, ids[i], piece, probs[i], logprobs[i], candidates)
+                self.records[i].append(record)
+                yield record
             if all(done):
                 steps.close()
                 break
@@ -123,3 +138,39 @@ class Completion:
                 self.texts[i] += tail
                 if tail:
                     yield TokenRecord(i, None, tail, 1.0, 0.0)
+
+    def to_json(self, sample: int, prompt: str) -> dict:
+        """One sample as a JSON-ready dict: the text, the settings, token counts, and per
+        generated token its id, text, log-probability under the model (T=1), probability
+        in the distribution sampled from, and the model's top alternatives."""
+        token_text = self.lm.tokenizer.token_text
+        return {
+            "model": str(self.lm.folder),
+            "sample": sample,
+            "prompt": prompt,
+            "text": self.texts[sample],
+            "finish_reason": self.finish_reasons[sample],
+            "settings": {**self.settings.to_dict(), "stop": list(self.settings.stop)},
+            "prompt_tokens": self.prompt_tokens,
+            "prompt_tokens_dropped": self.dropped_tokens,
+            "generated_tokens": self.token_counts[sample],
+            "tokens": [
+                {
+                    "id": r.token_id,
+                    "text": token_text(r.token_id),
+                    "logprob": r.logprob,
+                    "prob": r.prob,
+                    "top": [
+                        {
+                            "id": c.token_id,
+                            "text": token_text(c.token_id),
+                            "logprob": c.logprob,
+                            "prob": c.prob,
+                        }
+                        for c in r.candidates
+                    ],
+                }
+                for r in self.records[sample]
+                if r.token_id is not None
+            ],
+        }

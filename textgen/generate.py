@@ -29,8 +29,9 @@ class Step:
     token_ids: torch.Tensor  # (B,) the chosen tokens
     probs: torch.Tensor  # (B,) their probability under the distribution sampled from
     logprobs: torch.Tensor  # (B,) their log-probability under the model itself (T = 1)
-    top_ids: torch.Tensor | None  # (B, K) the K most likely tokens of that distribution
-    top_probs: torch.Tensor | None  # (B, K) and their probabilities
+    top_ids: torch.Tensor | None  # (B, K) the model's K most likely tokens, most likely first
+    top_logprobs: torch.Tensor | None  # (B, K) their log-probabilities under the model
+    top_probs: torch.Tensor | None  # (B, K) their probabilities in the distribution sampled
 
 
 def truncate_to_window(ids: list[int], context_window: int) -> tuple[list[int], int]:
@@ -75,14 +76,17 @@ def generate(
         adjusted = apply_repetition_penalty(logits, history, settings.repetition_penalty)
         probs = logits_to_probs(adjusted, settings)  # (B, V)
         next_ids = sample(probs, generator)  # (B,)
-        top_ids = top_probs = None
+        model_logprobs = logits.float().log_softmax(-1)  # (B, V), temperature 1
+        top_ids = top_logprobs = top_probs = None
         if show_top:
-            top_ids, top_probs = top_candidates(probs, show_top)
+            top_ids, top_logprobs = top_candidates(model_logprobs, show_top)
+            top_probs = probs.gather(1, top_ids)
         yield Step(
             token_ids=next_ids,
             probs=probs.gather(1, next_ids[:, None]).squeeze(1),
-            logprobs=logits.log_softmax(-1).gather(1, next_ids[:, None]).squeeze(1),
+            logprobs=model_logprobs.gather(1, next_ids[:, None]).squeeze(1),
             top_ids=top_ids,
+            top_logprobs=top_logprobs,
             top_probs=top_probs,
         )
         if stop_id is not None:

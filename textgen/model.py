@@ -76,6 +76,8 @@ class CausalSelfAttention(nn.Module):
         self.layer_index = layer_index
         self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=False)  # fused Q, K, V
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
+        self.record_pattern = False  # set by Transformer.attention_patterns
+        self.pattern: torch.Tensor | None = None
 
     def forward(
         self,
@@ -100,7 +102,13 @@ class CausalSelfAttention(nn.Module):
             k = cache.keys[self.layer_index, :, :, : start + T]  # (B, H, start+T, D)
             v = cache.values[self.layer_index, :, :, : start + T]
 
-        if start == 0:
+        if self.record_pattern:  # the slow, explicit path, to show the pattern itself
+            scores = q @ k.transpose(-2, -1) / math.sqrt(D)  # (B, H, T, start+T)
+            keep = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(start)
+            pattern = scores.masked_fill(~keep, float("-inf")).softmax(dim=-1)
+            self.pattern = pattern.detach()
+            y = pattern @ v
+        elif start == 0:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         elif T == 1:
             y = F.scaled_dot_product_attention(q, k, v)  # one new token sees everything cached
@@ -229,3 +237,17 @@ class Transformer(nn.Module):
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
+
+    @torch.inference_mode()
+    def attention_patterns(self, ids: torch.Tensor) -> torch.Tensor:
+        """The attention weights of every layer and head for `ids` (1, T):
+        (n_layer, n_head, T, T), row i is how query i spreads its attention over keys."""
+        attentions = [block.attn for block in self.blocks]
+        for attention in attentions:
+            attention.record_pattern = True
+        try:
+            self(ids)
+            return torch.stack([a.pattern[0] for a in attentions])  # type: ignore[index]
+        finally:
+            for attention in attentions:
+                attention.record_pattern, attention.pattern = False, None

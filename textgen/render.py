@@ -7,23 +7,26 @@ NO_COLOR is set.
 
 from __future__ import annotations
 
+import math
 import os
+import stat
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from rich import box
-from rich.columns import Columns
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
+from textgen import views
 from textgen.config import format_duration
-
-_BLOCKS = " ▏▎▍▌▋▊▉█"
+from textgen.views import count
 
 
 def make_console(stderr: bool = True) -> Console:
@@ -42,21 +45,6 @@ def error(console: Console, message: str) -> None:
 def notice(console: Console, message: str, warning: bool = False) -> None:
     style = "[yellow]warning:[/] " if warning else "[dim]›[/] "
     console.print(style + escape(message), soft_wrap=True)
-
-
-def count(n: float) -> str:
-    """1234 -> '1.2k', 2_500_000 -> '2.5M'."""
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.1f}{unit}"
-    return f"{n:.0f}"
-
-
-def bar(fraction: float, width: int = 10) -> str:
-    """A horizontal bar of `width` cells, in eighths of a cell."""
-    eighths = round(max(0.0, min(1.0, fraction)) * width * 8)
-    full, part = divmod(eighths, 8)
-    return ("█" * full + (_BLOCKS[part] if part else "")).ljust(width)
 
 
 # -- training ------------------------------------------------------------------------------
@@ -151,7 +139,7 @@ class TrainView:
             soft_wrap=True,
         )
 
-    def summary(self, result: Any, model_name: str) -> None:
+    def summary(self, result: Any, model_name: str, metrics: Sequence[dict] = ()) -> None:
         table = Table.grid(padding=(0, 2))
         table.add_column(style="dim")
         table.add_column()
@@ -168,6 +156,9 @@ class TrainView:
             table.add_row("val bits/byte", f"[bold green]{e.bits_per_byte:.3f}[/]")
         title = "interrupted: checkpoint saved" if result.interrupted else "training done"
         self.console.print(Panel(table, title=title, expand=False, box=box.ROUNDED))
+        curve = views.loss_curve(metrics)
+        if curve is not None:
+            self.console.print(curve)
         if not result.interrupted:
             notice(self.console, f'try: textgen generate "The" --model {model_name}')
 
@@ -175,40 +166,131 @@ class TrainView:
 # -- generation ----------------------------------------------------------------------------
 
 
-def percent(p: float) -> str:
-    """0.423 -> ' 42%', 0.004 -> ' <1%'."""
-    return " <1%" if 0 < p < 0.005 else f"{p:4.0%}"
+# -- generation ------------------------------------------------------------------------------
 
 
-def clip(text: str, width: int = 12) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
+def _stdout_not_a_pipe() -> bool:
+    """True for a terminal or a file. A pipe (`| tee`) may well print to the same terminal
+    as stderr, where a live display would tangle with the streamed text."""
+    try:
+        return not stat.S_ISFIFO(os.fstat(sys.stdout.fileno()).st_mode)
+    except (OSError, ValueError):
+        return False
 
 
-def top_table(records: Sequence[Any], render_token, k: int) -> Table:
-    """One row per generated token: the chosen token and its probability, then the k most
-    likely candidates of the distribution it was drawn from, each as a bar, a percentage
-    and the token (the chosen one highlighted). Candidates wrap in narrow terminals."""
-    table = Table(box=box.SIMPLE_HEAD, title="top candidates per step", title_justify="left")
-    table.add_column("#", justify="right", style="dim", no_wrap=True)
-    table.add_column("chosen", no_wrap=True, max_width=14)
-    table.add_column("p", justify="right", no_wrap=True)
-    table.add_column(f"top {k} candidates", ratio=1)
-    for n, record in enumerate(records, 1):
-        candidates = []
-        for token_id, prob in record.candidates[:k]:
-            item = Text(bar(prob, 3), style="green")
-            item.append(percent(prob), style="dim")
-            style = "bold cyan" if token_id == record.token_id else ""
-            item.append(" " + clip(render_token(token_id)), style=style)
-            candidates.append(item)
-        cell = Columns(candidates, padding=(0, 2))  # wraps whole candidates, never inside one
-        table.add_row(
-            str(n),
-            Text(clip(render_token(record.token_id)), style="bold cyan"),
-            percent(record.prob),
-            cell,
-        )
-    return table
+class GenerateView:
+    """Shows a completion as it streams.
+
+    stdout gets the text: raw when piped, coloured by each token's probability in a
+    terminal (unless turned off). With --show-top in a terminal, stderr shows a live view
+    of the text and the current step's distribution; after the text, the per-step table.
+    """
+
+    def __init__(
+        self,
+        console: Console,
+        prompt: str,
+        settings: Any,
+        show_top: int,
+        render_token,
+        colour_probs: bool,
+    ) -> None:
+        self.err, self.prompt, self.settings = console, prompt, settings
+        self.show_top, self.render_token = show_top, render_token
+        self.out = make_console(stderr=False)
+        self.stdout_tty = self.out.is_terminal
+        self.colour = colour_probs and self.stdout_tty and "NO_COLOR" not in os.environ
+        self.interactive = live_ok(console)
+        self.single = settings.num_samples == 1
+        self.live: Live | None = None
+        self.pieces: list[tuple[str, float]] = []
+        self.steps = 0
+
+    def __enter__(self) -> GenerateView:
+        if self.show_top and self.interactive and self.single and _stdout_not_a_pipe():
+            self.live = Live(console=self.err, transient=True, refresh_per_second=12)
+            self.live.start()
+        elif self.interactive and self.single and self.prompt:
+            self._show_prompt()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+    def _show_prompt(self) -> None:
+        shown = self.prompt if len(self.prompt) <= 400 else "…" + self.prompt[-400:]
+        self.err.print(shown, style="dim", end="", soft_wrap=True, markup=False)
+        self.err.file.flush()
+
+    def _write(self, piece: str, prob: float) -> None:
+        if self.colour:
+            self.out.print(Text(piece, style=views.prob_style(prob)), end="", soft_wrap=True)
+            self.out.file.flush()
+        else:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+
+    def add(self, record: Any) -> None:
+        if not self.single:
+            return
+        prob = math.exp(record.logprob)
+        self.pieces.append((record.text, prob))
+        if record.token_id is not None:
+            self.steps += 1
+        if self.live is not None:
+            if not self.stdout_tty and record.text:
+                self._write(record.text, prob)
+            if record.token_id is not None:
+                self.live.update(
+                    views.live_generation(
+                        self.prompt,
+                        self.pieces,
+                        record,
+                        self.render_token,
+                        self.settings.temperature,
+                        self.steps,
+                    )
+                )
+        elif record.text:
+            self._write(record.text, prob)
+
+    def finish(self, completion: Any) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+            if self.stdout_tty:  # the live view held the text back: print it now
+                self._show_prompt()
+                for piece, prob in self.pieces:
+                    self._write(piece, prob)
+        if not self.single:
+            for i, records in enumerate(completion.records):
+                if self.interactive:
+                    self.err.rule(f"sample {i + 1}", style="dim")
+                for r in records:
+                    self._write(r.text, math.exp(r.logprob))
+                if i < len(completion.records) - 1:
+                    self._write("\n\n", 1.0)
+        if not completion.texts[-1].endswith("\n"):  # end the line in a terminal, not a pipe
+            if self.stdout_tty:
+                self._write("\n", 1.0)
+            elif self.interactive:
+                self.err.line()
+        if self.colour:
+            self.err.print(views.prob_legend(), soft_wrap=True)
+        if self.show_top:
+            if not self.interactive:
+                self.err.line()  # stderr and stdout may share a log file: start a fresh line
+            records = [r for r in completion.records[0] if r.token_id is not None]
+            self.err.print(views.top_table(records, self.render_token, self.show_top))
+        if self.interactive:
+            reasons = {"length": "max tokens", "stop": "stop string", "end_of_text": "end of text"}
+            ended = ", ".join(sorted({reasons[r] for r in completion.finish_reasons}))
+            notice(
+                self.err,
+                f"{sum(completion.token_counts)} tokens · seed {completion.seed} · "
+                f"ended by {ended}",
+            )
 
 
 # -- tokenize, info, models -----------------------------------------------------------------
@@ -216,18 +298,64 @@ def top_table(records: Sequence[Any], render_token, k: int) -> Table:
 _TOKEN_STYLES = ("on #264653", "on #2a6f5f", "on #5c4d7d", "on #7a4e3b")
 
 
-def tokens_view(pieces: Sequence[tuple[int, str]], total_bytes: int) -> Table:
-    """The text with each token on its own background, then a table of ids and tokens."""
+def compression_line(stats: dict[str, Any]) -> str:
+    return (
+        f"{stats['tokens']} tokens, {stats['bytes']} bytes, {stats['words']} words · "
+        f"{stats['bytes_per_token']:.2f} bytes/token · {stats['tokens_per_word']:.2f} tokens/word"
+    )
+
+
+def tokens_view(rendered: Sequence[str], stats: dict[str, Any]) -> Table:
+    """The text with each token on its own background, then the compression figures."""
     text = Text()
-    for i, (_, rendered) in enumerate(pieces):
-        text.append(rendered, style=_TOKEN_STYLES[i % len(_TOKEN_STYLES)])
+    for i, piece in enumerate(rendered):
+        text.append(piece, style=_TOKEN_STYLES[i % len(_TOKEN_STYLES)])
     grid = Table.grid()
     grid.add_row(text)
-    per = total_bytes / len(pieces) if pieces else 0.0
-    grid.add_row(
-        Text(f"{len(pieces)} tokens, {total_bytes} bytes, {per:.2f} bytes/token", style="dim")
-    )
+    grid.add_row(Text(compression_line(stats), style="dim"))
     return grid
+
+
+class TokenProgress:
+    """A progress bar over tokens on stderr in a terminal; nothing otherwise."""
+
+    def __init__(self, console: Console, total: int, label: str) -> None:
+        self.progress = None
+        if live_ok(console):
+            self.progress = Progress(
+                TextColumn(label),
+                BarColumn(),
+                TextColumn("{task.completed:,}/{task.total:,}"),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            )
+            self.task = self.progress.add_task(label, total=total)
+
+    def __enter__(self) -> TokenProgress:
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def advance(self, n: int) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.task, n)
+
+
+def eval_table(figures: dict[str, Any]) -> Table:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="dim")
+    table.add_column()
+    table.add_row("corpus", escape(str(figures["corpus"])))
+    table.add_row("tokens", f"{figures['tokens']:,} ({figures['bytes']:,} bytes)")
+    table.add_row("loss", f"{figures['loss']:.4f}")
+    table.add_row("bits per byte", f"[bold green]{figures['bits_per_byte']:.4f}[/]")
+    table.add_row("perplexity", f"{figures['perplexity']:.2f}")
+    return table
 
 
 def info_panel(name: str, meta: dict[str, Any], parameters: int, metrics: list[dict]) -> Panel:
@@ -263,7 +391,9 @@ def info_panel(name: str, meta: dict[str, Any], parameters: int, metrics: list[d
                 f"[bold green]{training['val_bits_per_byte']:.3f}[/] bits/byte",
             )
         table.add_row("evaluations", f"{len(metrics)} in metrics.jsonl")
-    return Panel(table, title=f"[bold]{escape(name)}[/]", expand=False, box=box.ROUNDED)
+    curve = views.loss_curve(metrics)
+    body = table if curve is None else Group(table, Text(""), curve)
+    return Panel(body, title=f"[bold]{escape(name)}[/]", expand=False, box=box.ROUNDED)
 
 
 def models_table(rows: Sequence[dict[str, Any]]) -> Table:

@@ -78,7 +78,8 @@ def sample(probs: torch.Tensor, generator: torch.Generator | None = None) -> tor
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
 
 
-def top_candidates(probs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k most likely tokens of each row and their probabilities: (B, k) each."""
-    values, indices = torch.topk(probs, min(k, probs.size(-1)), dim=-1)
+def top_candidates(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k highest-scoring tokens of each row (probabilities, logits or log-probabilities)
+    and their scores, highest first: (B, k) each."""
+    values, indices = torch.topk(scores, min(k, scores.size(-1)), dim=-1)
     return indices, values

@@ -126,6 +126,12 @@ class Tokenizer:
                 out.append(bytes(to_byte[c] for c in token))
         return out
 
+    def token_text(self, token_id: int) -> str:
+        """The token's own text; bytes that are not whole UTF-8 characters become U+FFFD."""
+        if token_id == self.eot_id:
+            return END_OF_TEXT
+        return self.token_bytes[token_id].decode("utf-8", errors="replace")
+
     def render(self, token_id: int) -> str:
         """A printable, unambiguous rendering of one token: ' the' -> '␣the', '\\n' -> '↵'."""
         if token_id == self.eot_id:
