@@ -11,7 +11,8 @@ from textgen import modeldir
 from textgen.config import TrainConfig, default_vocab_size, parse_count, parse_duration
 from textgen.corpus import open_corpus
 from textgen.errors import SettingError, TextgenError
-from textgen.train import EvalReport, Notice, lr_multiplier, train
+from textgen.optim import lr_multiplier
+from textgen.train import EvalReport, Notice, resume, train
 
 
 def test_validation_loss_falls_well_below_chance(trained_folder, lm):
@@ -32,19 +33,13 @@ def test_schedule_warms_up_holds_and_decays_to_zero():
     assert lr_multiplier(99, 1.3, warmup_steps=10, cooldown_fraction=0.4) == 0.0  # never < 0
 
 
-def _train(folder, corpus_file, events=None, **overrides):
+def _train(folder, corpus_file, events=None, overwrite=False, **overrides):
     settings = dict(steps=5, time_budget=None, batch_size=4, eval_interval=100, seed=0)
     settings.update(overrides)
     with open_corpus([str(corpus_file)]) as corpus:
-        return train(
-            folder,
-            corpus,
-            TrainConfig(**settings),
-            dict(TINY),
-            vocab_size=300,
-            callback=(events.append if events is not None else lambda e: None),
-            **{k: v for k, v in overrides.items() if k in ("resume", "overwrite")},
-        )
+        return train(folder, corpus, TrainConfig(**settings), dict(TINY), vocab_size=300,
+                     overwrite=overwrite,
+                     callback=events.append if events is not None else lambda e: None)
 
 
 def test_a_trained_folder_is_never_replaced_without_asking(tmp_path, corpus_file):
@@ -56,19 +51,21 @@ def test_a_trained_folder_is_never_replaced_without_asking(tmp_path, corpus_file
     assert (folder / "model.safetensors").read_bytes() == before
 
 
-def test_resume_continues_from_the_saved_step(tmp_path, corpus_file):
+def test_resume_with_more_steps_extends_the_run(tmp_path, corpus_file):
     folder = tmp_path / "m"
     _train(folder, corpus_file)
     with open_corpus([str(corpus_file)]) as corpus:
-        result = train(
-            folder,
-            corpus,
-            TrainConfig(steps=8, time_budget=None, batch_size=4),
-            dict(TINY),
-            resume=True,
-        )
+        result = resume(folder, corpus, more_steps=3)
     assert result.steps == 8
     assert modeldir.read_config(folder)["training"]["steps"] == 8
+
+
+def test_overwrite_replaces_the_model_and_its_history(tmp_path, corpus_file):
+    folder = tmp_path / "m"
+    _train(folder, corpus_file, steps=6)
+    _train(folder, corpus_file, overwrite=True, steps=2)
+    assert modeldir.read_config(folder)["training"]["steps"] == 2
+    assert [m["step"] for m in modeldir.read_metrics(folder)] == [2]
 
 
 def test_time_budget_stops_the_run(tmp_path, corpus_file):

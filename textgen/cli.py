@@ -86,14 +86,33 @@ def train(
             "--time", help="Wall-clock budget, e.g. 90s, 5m, 2h. Default 5m without --steps."
         ),
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Sequences per step.")] = 32,
-    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-3,
-    eval_interval: Annotated[int, typer.Option(help="Steps between validation passes.")] = 100,
-    val_fraction: Annotated[float, typer.Option(help="Share of the corpus held out.")] = 0.1,
-    seed: Annotated[int, typer.Option(help="Random seed (weights and batches).")] = 1337,
-    device: DeviceOption = "auto",
+    batch_size: Annotated[
+        int | None, typer.Option(help="Sequences per step. [default: 32]")
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate. [default: 0.002]")] = None,
+    eval_interval: Annotated[
+        int | None, typer.Option(help="Steps between validation passes. [default: 100]")
+    ] = None,
+    save_every: Annotated[
+        str | None,
+        typer.Option(
+            help="Checkpoint every N steps (200) or every duration (10m). "
+            "Default: at each validation pass."
+        ),
+    ] = None,
+    val_fraction: Annotated[
+        float | None, typer.Option(help="Share of the corpus held out. [default: 0.1]")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed. [default: 1337]")] = None,
+    device: Annotated[
+        str | None, typer.Option(help="auto (cuda, then mps, then cpu), cpu, cuda or mps.")
+    ] = None,
     resume: Annotated[
-        bool, typer.Option(help="Continue training the model in the folder.")
+        bool,
+        typer.Option(
+            help="Continue the model in the folder where it stopped; --steps and "
+            "--time then add to its budget."
+        ),
     ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace the model in the folder.")] = False,
 ) -> None:
@@ -110,43 +129,50 @@ def train(
         n_head=heads or preset_heads,
     )
     ModelConfig(vocab_size=MIN_VOCAB_SIZE, **architecture)  # check the shape before any work
-    time_budget = parsed("--time", parse_duration, time) if time else (None if steps else 300.0)
-    config = TrainConfig(
-        steps=steps,
-        time_budget=time_budget,
-        batch_size=batch_size,
-        learning_rate=lr,
-        eval_interval=eval_interval,
-        val_fraction=val_fraction,
-        seed=seed,
-        device=device,
-    )
+    time_budget = parsed("--time", parse_duration, time) if time else None
+    given = {
+        "batch_size": batch_size,
+        "learning_rate": lr,
+        "eval_interval": eval_interval,
+        "val_fraction": val_fraction,
+        "seed": seed,
+        "device": device,
+        **_save_every(save_every),
+    }
+    given = {k: v for k, v in given.items() if v is not None}
     vocab = (
         check_vocab_size(parsed("--vocab-size", parse_count, vocab_size)) if vocab_size else None
     )
     folder = resolve(model)
+    if not resume:  # check the settings before any work
+        budget = {"steps": steps, "time_budget": time_budget or (None if steps else 300.0)}
+        config = TrainConfig(**budget, **given)
+    else:
+        TrainConfig(steps=1, **given)
 
+    from textgen import train as training
     from textgen.corpus import BUILTIN_NAME, open_corpus
-    from textgen.train import train as run_training
+    from textgen.modeldir import read_metrics
 
     if not corpus:
         render.notice(console, f"no corpus given: using the {BUILTIN_NAME}")
     with open_corpus(corpus or []) as source, render.TrainView(console) as view:
-        result = run_training(
-            folder,
-            source,
-            config,
-            architecture,
-            vocab_size=vocab,
-            resume=resume,
-            overwrite=overwrite,
-            callback=view,
-        )
-    from textgen.modeldir import read_metrics
-
+        if resume:
+            result = training.resume(folder, source, steps, time_budget, given, callback=view)
+        else:
+            result = training.train(folder, source, config, architecture, vocab, overwrite, view)
     view.summary(result, model, read_metrics(folder))
     if result.interrupted:
         raise typer.Exit(130)
+
+
+def _save_every(text: str | None) -> dict:
+    """'200' -> every 200 steps; '10m' -> every 10 minutes."""
+    if text is None:
+        return {}
+    if text.strip().isdigit():
+        return {"save_every_steps": int(text)}
+    return {"save_every_seconds": parsed("--save-every", parse_duration, text)}
 
 
 @tokenizer_app.command("train")

@@ -30,10 +30,25 @@ def _require(condition: bool, message: str) -> None:
         raise SettingError(message)
 
 
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
 def _from_dict(cls: type, data: dict[str, Any]) -> Any:
-    known = {f.name for f in fields(cls) if f.init}
-    unknown = sorted(set(data) - known)
+    """Build a config from JSON data, checking field names and types before anything runs."""
+    known = {f.name: f for f in fields(cls) if f.init}
+    unknown = sorted(set(data) - set(known))
     _require(not unknown, f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+    for name, value in data.items():
+        allowed = known[name].type.replace(" ", "").split("|")  # e.g. "int|None"
+        if value is None:
+            ok = "None" in allowed
+        else:
+            ok = any(
+                isinstance(value, _TYPES.get(t, ()))
+                and not (t != "bool" and isinstance(value, bool))
+                for t in allowed
+            )
+        _require(ok, f"{name} should be {' or '.join(allowed)}, not {value!r}")
     return cls(**data)
 
 
@@ -96,7 +111,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     warmup_steps: int = 50
     cooldown_fraction: float = 0.4  # the last part of the run decays the learning rate to zero
-    eval_interval: int = 100  # steps between validation passes
+    eval_interval: int = 100  # steps between validation passes (and checkpoints, by default)
+    save_every_steps: int | None = None  # checkpoint this often instead ...
+    save_every_seconds: float | None = None  # ... or this often in wall-clock time
     eval_tokens: int = 32768  # tokens per periodic validation pass; the final one reads all
     val_fraction: float = 0.1
     seed: int = 1337
@@ -120,6 +137,14 @@ class TrainConfig:
         _require(self.warmup_steps >= 0, "warmup steps must be >= 0")
         _require(0 <= self.cooldown_fraction <= 1, "cooldown fraction must be within [0, 1]")
         _require(self.eval_interval >= 1, "--eval-interval must be at least 1")
+        _require(
+            self.save_every_steps is None or self.save_every_steps >= 1,
+            "--save-every must be at least 1 step",
+        )
+        _require(
+            self.save_every_seconds is None or self.save_every_seconds > 0,
+            "--save-every must be a positive duration",
+        )
         _require(self.eval_tokens >= 1, "eval tokens must be at least 1")
         _require(0 < self.val_fraction < 0.5, "--val-fraction must be within (0, 0.5)")
         _require(self.device in ("auto", "cpu", "cuda", "mps"), "--device: auto, cpu, cuda or mps")

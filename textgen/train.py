@@ -12,8 +12,9 @@ from __future__ import annotations
 import math
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,10 @@ from textgen import modeldir
 from textgen.config import ModelConfig, TrainConfig, default_vocab_size
 from textgen.corpus import Corpus, encode_corpus
 from textgen.device import autocast, choose_device
-from textgen.errors import TextgenError
+from textgen.errors import SettingError, TextgenError
 from textgen.evaluate import EvalResult, evaluate, token_byte_lengths
 from textgen.model import Transformer
+from textgen.optim import fraction_done, lr_multiplier, make_optimizer
 from textgen.tokenizer import Tokenizer
 
 
@@ -82,27 +84,6 @@ class TrainResult:
 Callback = Callable[[Any], None]
 
 
-def lr_multiplier(
-    step: int, fraction_done: float, warmup_steps: int, cooldown_fraction: float
-) -> float:
-    """Warm up linearly over `warmup_steps`, hold, then decay linearly to zero over the last
-    `cooldown_fraction` of the run. `fraction_done` is steps or time spent over the budget."""
-    warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
-    remaining = max(0.0, 1.0 - fraction_done)
-    cool = 1.0 if cooldown_fraction <= 0 else min(1.0, remaining / cooldown_fraction)
-    return warm * cool
-
-
-def fraction_done(step: int, elapsed: float, config: TrainConfig) -> float:
-    """How far through its budget the run is: the larger of the step and time fractions."""
-    fractions = [0.0]
-    if config.steps is not None:
-        fractions.append(step / config.steps)
-    if config.time_budget is not None:
-        fractions.append(elapsed / config.time_budget)
-    return min(1.0, max(fractions))
-
-
 class Batches:
     """Random windows of the training tokens, drawn with a seeded generator (so a resumed
     run draws the same batches it would have drawn)."""
@@ -122,21 +103,6 @@ class Batches:
                 device, non_blocking=True
             )
         return x.to(device), y.to(device)
-
-
-def make_optimizer(
-    model: Transformer, config: TrainConfig, device: torch.device
-) -> torch.optim.Optimizer:
-    """AdamW; weight decay on matrices only (not on norm gains)."""
-    matrices = [p for p in model.parameters() if p.dim() >= 2]
-    vectors = [p for p in model.parameters() if p.dim() < 2]
-    groups = [
-        {"params": matrices, "weight_decay": config.weight_decay},
-        {"params": vectors, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(
-        groups, lr=config.learning_rate, betas=(0.9, 0.95), fused=device.type == "cuda"
-    )
 
 
 def prepare_tokenizer(
@@ -176,48 +142,94 @@ def train(
     config: TrainConfig,
     architecture: dict[str, Any],
     vocab_size: int | None = None,
-    resume: bool = False,
     overwrite: bool = False,
     callback: Callback = lambda event: None,
 ) -> TrainResult:
-    """Train (or resume training) the model in `folder` on `corpus`.
+    """Train a new model in `folder` on `corpus`.
 
     `architecture` holds ModelConfig fields except the vocabulary size, which comes from
-    the tokenizer. A folder that already holds a trained model needs `resume` or
-    `overwrite`.
+    the tokenizer (the folder's, if it has one, else trained here). A folder that already
+    holds a trained model is only replaced with `overwrite`.
     """
-    if modeldir.has_weights(folder) and not (resume or overwrite):
+    if modeldir.has_weights(folder) and not overwrite:
         raise TextgenError(
             f"{folder} already holds a trained model; add --resume to continue training it "
             "or --overwrite to replace it"
         )
-    if resume and not modeldir.has_weights(folder):
-        raise TextgenError(f"{folder}: nothing to resume (no {modeldir.WEIGHTS}); drop --resume")
     device = choose_device(config.device)
     torch.manual_seed(config.seed)
+    tokenizer = prepare_tokenizer(folder, corpus, vocab_size, overwrite, callback)
+    model = Transformer(ModelConfig(vocab_size=tokenizer.vocab_size, **architecture)).to(device)
+    folder.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        for name in (modeldir.METRICS, modeldir.TRAIN_STATE, modeldir.WEIGHTS):
+            (folder / name).unlink(missing_ok=True)
+    modeldir.save_tokenizer(folder, tokenizer)
+    with _encoded(corpus, tokenizer, config, model.config.context_window, callback) as data:
+        run = _Run(folder, model, tokenizer, config, *data, corpus, callback)
+        return run.loop()
 
-    state: dict[str, Any] | None = None
-    if resume:
-        loaded = modeldir.load(folder, device)
-        tokenizer, model = loaded.tokenizer, loaded.model
-        state = modeldir.load_train_state(folder)
-        callback(Notice(f"resuming {folder} from step {state['step']}"))
-    else:
-        tokenizer = prepare_tokenizer(folder, corpus, vocab_size, overwrite, callback)
-        model_config = ModelConfig(vocab_size=tokenizer.vocab_size, **architecture)
-        model = Transformer(model_config).to(device)
-        if overwrite:
-            (folder / modeldir.METRICS).unlink(missing_ok=True)
-        folder.mkdir(parents=True, exist_ok=True)
-        modeldir.save_tokenizer(folder, tokenizer)
 
+def resume(
+    folder: Path,
+    corpus: Corpus,
+    more_steps: int | None = None,
+    more_time: float | None = None,
+    changes: dict[str, Any] | None = None,
+    callback: Callback = lambda event: None,
+) -> TrainResult:
+    """Continue training the model in `folder` exactly where its last checkpoint left it:
+    weights, optimizer, learning-rate schedule, data order and elapsed time.
+
+    With neither `more_steps` nor `more_time`, the run finishes its original budget; with
+    them, the budget grows by that much (the learning rate warms back up and decays again
+    towards the new end). `changes` replaces other saved settings (device, intervals).
+    """
+    if not (folder / modeldir.TRAIN_STATE).exists():
+        raise TextgenError(
+            f"{folder}: nothing to resume (no {modeldir.TRAIN_STATE}); train it without --resume"
+        )
+    meta = modeldir.read_config(folder)
+    state = modeldir.load_train_state(folder)
+    try:
+        config = TrainConfig.from_dict(state["train_config"])
+    except (KeyError, TypeError, SettingError) as exc:
+        raise TextgenError(
+            f"{folder / modeldir.TRAIN_STATE}: bad training settings: {exc}"
+        ) from None
+    updates = dict(changes or {})
+    if more_steps is not None:
+        updates["steps"] = state["step"] + more_steps
+    if more_time is not None:
+        updates["time_budget"] = state["elapsed"] + more_time
+    config = replace(config, **updates)
+    device = choose_device(config.device)
+    tokenizer = modeldir.load_tokenizer(folder)
+    model = Transformer(meta["model_config"])
+    try:
+        model.load_state_dict(state["model"])
+    except (KeyError, RuntimeError) as exc:
+        raise TextgenError(
+            f"{folder / modeldir.TRAIN_STATE}: weights do not fit config.json ({exc})"
+        ) from None
+    model.to(device)
+    callback(Notice(f"resuming {folder} from step {state['step']:,}"))
+    with _encoded(corpus, tokenizer, config, model.config.context_window, callback) as data:
+        if len(data[0]) + len(data[1]) != state.get("corpus_tokens"):
+            callback(Notice("the corpus differs from the last run's: continuing on it", True))
+        run = _Run(folder, model, tokenizer, config, *data, corpus, callback)
+        run.restore(state)
+        return run.loop()
+
+
+@contextmanager
+def _encoded(
+    corpus: Corpus, tokenizer: Tokenizer, config: TrainConfig, context: int, callback: Callback
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Encode the corpus into a temporary token file; yield its (train, validation) split."""
     with tempfile.TemporaryDirectory(prefix="textgen-tokens-") as tmp:
         started = time.perf_counter()
-        token_file = encode_corpus(corpus, tokenizer, Path(tmp) / "tokens.bin")
-        tokens = token_file.array()
-        n_val = max(2, int(len(tokens) * config.val_fraction))
-        train_tokens, val_tokens = tokens[:-n_val], tokens[-n_val:]
-        context = model.config.context_window
+        tokens = encode_corpus(corpus, tokenizer, Path(tmp) / "tokens.bin").array()
         callback(
             Notice(
                 f"encoded {corpus.description}: {len(tokens):,} tokens "
@@ -227,170 +239,214 @@ def train(
         )
         for warning in dict.fromkeys(corpus.warnings):  # unique, in order
             callback(Notice(warning, warning=True))
+        n_val = max(2, int(len(tokens) * config.val_fraction))
+        train_tokens, val_tokens = tokens[:-n_val], tokens[-n_val:]
         if len(train_tokens) < context + 1:
             raise TextgenError(
-                f"the corpus is too small: {len(train_tokens)} training tokens, but one "
+                f"the corpus is too small: {max(len(train_tokens), 0)} training tokens, but one "
                 f"context window needs {context + 1}; add text or lower --context"
             )
-        return _run(
-            folder, model, tokenizer, config, train_tokens, val_tokens, state, corpus, callback
+        yield train_tokens, val_tokens
+
+
+class _Run:
+    """One training run's state, the loop that advances it, and its checkpoints."""
+
+    def __init__(
+        self,
+        folder: Path,
+        model: Transformer,
+        tokenizer: Tokenizer,
+        config: TrainConfig,
+        train_tokens: np.ndarray,
+        val_tokens: np.ndarray,
+        corpus: Corpus,
+        callback: Callback,
+    ) -> None:
+        self.folder, self.model, self.tokenizer, self.config = folder, model, tokenizer, config
+        self.train_tokens, self.val_tokens = train_tokens, val_tokens
+        self.corpus, self.callback = corpus, callback
+        self.device = next(model.parameters()).device
+        self.batches = Batches(
+            train_tokens, model.config.context_window, config.batch_size, config.seed
         )
+        self.optimizer = make_optimizer(model, config, self.device)
+        self.byte_lengths = token_byte_lengths(tokenizer.token_bytes)
+        self.step, self.tokens_seen, self.elapsed = 0, 0, 0.0
+        self.smoothed_loss = float("nan")
 
+    def restore(self, state: dict[str, Any]) -> None:
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.batches.generator.set_state(state["data_rng"])
+            self.step, self.tokens_seen = state["step"], state["tokens_seen"]
+            self.elapsed, self.smoothed_loss = state["elapsed"], state["smoothed_loss"]
+        except (KeyError, ValueError, RuntimeError) as exc:
+            raise TextgenError(
+                f"{self.folder / modeldir.TRAIN_STATE}: incomplete training state ({exc}); "
+                "train again with --overwrite"
+            ) from None
 
-def _run(
-    folder: Path,
-    model: Transformer,
-    tokenizer: Tokenizer,
-    config: TrainConfig,
-    train_tokens: np.ndarray,
-    val_tokens: np.ndarray,
-    state: dict[str, Any] | None,
-    corpus: Corpus,
-    callback: Callback,
-) -> TrainResult:
-    device = next(model.parameters()).device
-    batches = Batches(train_tokens, model.config.context_window, config.batch_size, config.seed)
-    optimizer = make_optimizer(model, config, device)
-    byte_lengths = token_byte_lengths(tokenizer.token_bytes)
-    step, tokens_seen, elapsed_before = 0, 0, 0.0
-    smoothed_loss = float("nan")
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        batches.generator.set_state(state["data_rng"])
-        step, tokens_seen = state["step"], state["tokens_seen"]
-        elapsed_before, smoothed_loss = state["elapsed"], state["smoothed_loss"]
-
-    parameters = model.num_parameters()
-    callback(
-        RunStarted(
-            parameters=parameters,
-            train_tokens=len(train_tokens),
-            val_tokens=len(val_tokens),
-            device=str(device),
-            max_steps=config.steps,
-            time_budget=config.time_budget,
-            start_step=step,
-        )
-    )
-
-    def checkpoint(elapsed: float, final_eval: EvalResult | None = None) -> None:
+    def checkpoint(self, final_eval: EvalResult | None = None) -> None:
+        """Save everything. train_state.pt alone holds all a resume needs (weights too), so
+        a crash between the files below still resumes from one consistent moment."""
+        state = {
+            "step": self.step,
+            "tokens_seen": self.tokens_seen,
+            "elapsed": self.elapsed,
+            "smoothed_loss": self.smoothed_loss,
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "data_rng": self.batches.generator.get_state(),
+            "train_config": self.config.to_dict(),
+            "corpus_tokens": len(self.train_tokens) + len(self.val_tokens),
+        }
         summary = {
-            "steps": step,
-            "tokens_seen": tokens_seen,
-            "elapsed_seconds": round(elapsed, 2),
-            "train_loss": smoothed_loss,
-            "corpus": corpus.description,
-            "corpus_bytes": corpus.total_bytes,
-            "train_tokens": len(train_tokens),
-            "val_tokens": len(val_tokens),
+            "steps": self.step,
+            "tokens_seen": self.tokens_seen,
+            "elapsed_seconds": round(self.elapsed, 2),
+            "train_loss": self.smoothed_loss,
+            "corpus": self.corpus.description,
+            "corpus_bytes": self.corpus.total_bytes,
+            "train_tokens": len(self.train_tokens),
+            "val_tokens": len(self.val_tokens),
         }
         if final_eval is not None:
             summary.update(val_loss=final_eval.loss, val_bits_per_byte=final_eval.bits_per_byte)
-        modeldir.save_weights(folder, model)
-        modeldir.save_train_state(
-            folder,
-            {
-                "step": step,
-                "tokens_seen": tokens_seen,
-                "elapsed": elapsed,
-                "smoothed_loss": smoothed_loss,
-                "optimizer": optimizer.state_dict(),
-                "data_rng": batches.generator.get_state(),
-                "train_config": config.to_dict(),
-            },
-        )
-        modeldir.save_config(
-            folder, model.config, tokenizer, training={**config.to_dict(), **summary}
-        )
+        try:
+            modeldir.save_train_state(self.folder, state)
+            modeldir.save_weights(self.folder, self.model)
+            modeldir.save_config(
+                self.folder,
+                self.model.config,
+                self.tokenizer,
+                training={**self.config.to_dict(), **summary},
+            )
+        except OSError as exc:
+            raise TextgenError(
+                f"could not save the checkpoint in {self.folder} ({exc.strerror or exc}); "
+                "the previous checkpoint is intact"
+            ) from None
+        self.saved_at = (self.step, time.perf_counter())
 
-    def run_eval(elapsed: float, final: bool) -> EvalResult:
+    def run_eval(self, final: bool) -> EvalResult:
         result = evaluate(
-            model, val_tokens, byte_lengths, max_tokens=None if final else config.eval_tokens
+            self.model,
+            self.val_tokens,
+            self.byte_lengths,
+            max_tokens=None if final else self.config.eval_tokens,
         )
-        report = EvalReport(step, elapsed, tokens_seen, smoothed_loss, result, final)
         modeldir.append_metrics(
-            folder,
+            self.folder,
             {
-                "step": step,
-                "time": round(elapsed, 2),
-                "tokens": tokens_seen,
-                "train_loss": smoothed_loss,
+                "step": self.step,
+                "time": round(self.elapsed, 2),
+                "tokens": self.tokens_seen,
+                "train_loss": self.smoothed_loss,
                 "val_loss": result.loss,
                 "val_bpb": result.bits_per_byte,
                 "final": final,
             },
         )
-        callback(report)
+        self.callback(
+            EvalReport(self.step, self.elapsed, self.tokens_seen, self.smoothed_loss, result, final)
+        )
         return result
 
-    model.train()
-    start = time.perf_counter()
-    last_report, tokens_at_report = start, tokens_seen
-    interrupted = False
-    elapsed = elapsed_before
-    try:
-        while True:
-            elapsed = elapsed_before + time.perf_counter() - start
-            done = fraction_done(step, elapsed, config)
-            if done >= 1.0:
-                break
-            lr = config.learning_rate * lr_multiplier(
-                step, done, config.warmup_steps, config.cooldown_fraction
+    def _save_due(self) -> bool:
+        config, (saved_step, saved_time) = self.config, self.saved_at
+        if config.save_every_steps is not None:
+            return self.step - saved_step >= config.save_every_steps
+        if config.save_every_seconds is not None:
+            return time.perf_counter() - saved_time >= config.save_every_seconds
+        return self.step % config.eval_interval == 0
+
+    def train_step(self, lr: float) -> float:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x, y = self.batches.next(self.device)
+        with autocast(self.device):
+            _, loss = self.model(x, y)
+        loss.backward()
+        if self.config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.tokens_seen += x.numel()
+        value = loss.item()
+        if not math.isfinite(value):
+            raise TextgenError(
+                f"training diverged at step {self.step} (loss is {value}); lower --lr"
             )
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            x, y = batches.next(device)
-            with autocast(device):
-                _, loss = model(x, y)
-            loss.backward()
-            if config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            tokens_seen += x.numel()
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                raise TextgenError(
-                    f"training diverged at step {step} (loss is {loss_value}); "
-                    "lower the learning rate (--lr)"
+        previous = self.smoothed_loss
+        self.smoothed_loss = value if math.isnan(previous) else 0.9 * previous + 0.1 * value
+        return value
+
+    def loop(self) -> TrainResult:
+        config, model = self.config, self.model
+        self.callback(
+            RunStarted(
+                model.num_parameters(),
+                len(self.train_tokens),
+                len(self.val_tokens),
+                str(self.device),
+                config.steps,
+                config.time_budget,
+                self.step,
+            )
+        )
+        model.train()
+        start, elapsed_before = time.perf_counter(), self.elapsed
+        last_report, tokens_at_report = start, self.tokens_seen
+        self.saved_at = (self.step, start)
+        interrupted = False
+        try:
+            while True:
+                self.elapsed = elapsed_before + time.perf_counter() - start
+                done = fraction_done(self.step, self.elapsed, config)
+                if done >= 1.0:
+                    break
+                multiplier = lr_multiplier(
+                    self.step, done, config.warmup_steps, config.cooldown_fraction
                 )
-            smoothed_loss = (
-                loss_value if math.isnan(smoothed_loss) else 0.9 * smoothed_loss + 0.1 * loss_value
-            )
-            now = time.perf_counter()
-            if now - last_report >= 0.25:
-                callback(
-                    StepReport(
-                        step=step,
-                        loss=smoothed_loss,
-                        learning_rate=lr,
-                        tokens_seen=tokens_seen,
-                        tokens_per_second=(tokens_seen - tokens_at_report) / (now - last_report),
-                        elapsed=elapsed_before + now - start,
-                        fraction_done=fraction_done(step, elapsed_before + now - start, config),
+                self.train_step(config.learning_rate * multiplier)
+                now = time.perf_counter()
+                self.elapsed = elapsed_before + now - start
+                if now - last_report >= 0.25:
+                    self.callback(
+                        StepReport(
+                            step=self.step,
+                            loss=self.smoothed_loss,
+                            learning_rate=config.learning_rate * multiplier,
+                            tokens_seen=self.tokens_seen,
+                            tokens_per_second=(self.tokens_seen - tokens_at_report)
+                            / (now - last_report),
+                            elapsed=self.elapsed,
+                            fraction_done=fraction_done(self.step, self.elapsed, config),
+                        )
                     )
-                )
-                last_report, tokens_at_report = now, tokens_seen
-            elapsed = elapsed_before + time.perf_counter() - start
-            if step % config.eval_interval == 0 and fraction_done(step, elapsed, config) < 1:
-                run_eval(elapsed, final=False)
-                checkpoint(elapsed)
-    except KeyboardInterrupt:
-        interrupted = True
-    elapsed = elapsed_before + time.perf_counter() - start
-    final_eval = None
-    if interrupted:
-        callback(Notice(f"interrupted at step {step}: saving a checkpoint", warning=True))
-    else:
-        final_eval = run_eval(elapsed, final=True)
-    checkpoint(elapsed, final_eval)
-    return TrainResult(
-        folder=folder,
-        steps=step,
-        tokens_seen=tokens_seen,
-        elapsed=elapsed,
-        parameters=parameters,
-        final_eval=final_eval,
-        interrupted=interrupted,
-    )
+                    last_report, tokens_at_report = now, self.tokens_seen
+                if fraction_done(self.step, self.elapsed, config) >= 1:
+                    continue  # the final evaluation and checkpoint follow
+                if self.step % config.eval_interval == 0:
+                    self.run_eval(final=False)
+                if self._save_due():
+                    self.checkpoint()
+        except KeyboardInterrupt:
+            interrupted = True
+        final_eval = None
+        if interrupted:
+            self.callback(Notice(f"interrupted at step {self.step:,}: saving a checkpoint", True))
+        else:
+            final_eval = self.run_eval(final=True)
+        self.checkpoint(final_eval)
+        return TrainResult(
+            folder=self.folder,
+            steps=self.step,
+            tokens_seen=self.tokens_seen,
+            elapsed=self.elapsed,
+            parameters=model.num_parameters(),
+            final_eval=final_eval,
+            interrupted=interrupted,
+        )
