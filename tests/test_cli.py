@@ -114,7 +114,7 @@ def test_long_prompt_gets_a_one_line_notice_on_stderr(cli_model):
     )
     assert result.returncode == 0
     notices = [line for line in result.stderr.splitlines() if "context window" in line]
-    assert len(notices) == 1 and "kept its last 32" in notices[0]
+    assert len(notices) == 1 and "kept its last 32 tokens" in notices[0]
 
 
 @pytest.mark.parametrize("value", ["2.5", "-1", "nan"])

@@ -37,9 +37,15 @@ def _train(folder, corpus_file, events=None, overwrite=False, **overrides):
     settings = dict(steps=5, time_budget=None, batch_size=4, eval_interval=100, seed=0)
     settings.update(overrides)
     with open_corpus([str(corpus_file)]) as corpus:
-        return train(folder, corpus, TrainConfig(**settings), dict(TINY), vocab_size=300,
-                     overwrite=overwrite,
-                     callback=events.append if events is not None else lambda e: None)
+        return train(
+            folder,
+            corpus,
+            TrainConfig(**settings),
+            dict(TINY),
+            vocab_size=300,
+            overwrite=overwrite,
+            callback=events.append if events is not None else lambda e: None,
+        )
 
 
 def test_a_trained_folder_is_never_replaced_without_asking(tmp_path, corpus_file):

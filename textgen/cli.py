@@ -298,13 +298,22 @@ def generate(
     lm = modeldir.load(folder, choose_device(device))
     top = show_top or (5 if json_output else 0)
     completion = Completion(lm, text, settings, show_top=top)
-    if completion.dropped_tokens:
+    if completion.truncated:
+        size = (
+            f"{completion.prompt_tokens} tokens"
+            if completion.prompt_tokens is not None
+            else f"{len(text):,} characters"
+        )
         render.notice(
             console,
-            f"the prompt is {completion.prompt_tokens} tokens; kept its last "
-            f"{len(completion.prompt_ids)} (the context window)",
+            f"the prompt is {size}; kept its last {len(completion.prompt_ids)} tokens "
+            "(the context window)",
             warning=True,
         )
+    elif not text:
+        render.notice(console, "no prompt: writing from the start of a text")
+    elif not text.strip():
+        render.notice(console, "the prompt is only whitespace: continuing it")
     try:
         if json_output:
             for _ in completion:

@@ -66,6 +66,23 @@ class StopMatcher:
         return out
 
 
+def prompt_window(tokenizer, prompt: str, window: int) -> tuple[list[int], int | None]:
+    """The ids the model sees for `prompt` (after the end-of-text marker), at most `window`
+    of them, and the prompt's token count (None where it was not counted).
+
+    A prompt far longer than the window is only tokenized from its end: a tail of (window
+    + 64) x the longest token's length in characters holds more than a window of tokens,
+    and tokenization differs only around its first word, which is dropped. Memory stays
+    bounded by the window, not by the prompt.
+    """
+    tail_chars = (window + 64) * max(len(b) for b in tokenizer.token_bytes)
+    if len(prompt) > 4 * tail_chars:
+        return tokenizer.encode(prompt[-tail_chars:])[-window:], None
+    prompt_ids = tokenizer.encode(prompt)
+    ids, _ = truncate_to_window([tokenizer.eot_id, *prompt_ids], window)
+    return ids, len(prompt_ids)
+
+
 class Completion:
     """Iterate it for `TokenRecord`s; afterwards `texts` and `finish_reasons` hold the result.
 
@@ -78,12 +95,13 @@ class Completion:
         self.lm, self.settings, self.show_top = lm, settings, show_top
         if settings.seed is None:  # fix it now so it can be reported and reused
             self.settings = replace(settings, seed=new_seed())
-        tokenizer = lm.tokenizer
-        ids = [tokenizer.eot_id, *tokenizer.encode(prompt)]
-        self.prompt_ids, self.dropped_tokens = truncate_to_window(
-            ids, lm.model.config.context_window
+        window = lm.model.config.context_window
+        self.prompt_ids, self.prompt_tokens = prompt_window(lm.tokenizer, prompt, window)
+        self.truncated = self.prompt_tokens is None or self.prompt_tokens + 1 > window
+        # tokens of the prompt left out (None: a very long prompt, not counted)
+        self.dropped_tokens = (
+            None if self.prompt_tokens is None else self.prompt_tokens + 1 - len(self.prompt_ids)
         )
-        self.prompt_tokens = len(ids) - 1  # not counting the end-of-text marker
         n = settings.num_samples
         self.texts = [""] * n
         self.records: list[list[TokenRecord]] = [[] for _ in range(n)]

@@ -14,6 +14,8 @@ import torch
 
 from textgen.config import SampleConfig
 
+MIN_TEMPERATURE = 1e-6  # below this, dividing float32 logits loses them: sample greedily
+
 
 def apply_repetition_penalty(
     logits: torch.Tensor, context: torch.Tensor, penalty: float
@@ -59,11 +61,12 @@ def filter_logits(
 def logits_to_probs(logits: torch.Tensor, settings: SampleConfig) -> torch.Tensor:
     """The distribution to sample from, (B, V). Temperature 0 gives a one-hot argmax."""
     logits = logits.float()
-    if settings.temperature == 0:
+    if settings.temperature < MIN_TEMPERATURE:  # 0 is greedy, and so is anything this cold
         return greedy_probs(logits)
-    logits = filter_logits(
-        logits / settings.temperature, settings.top_k, settings.top_p, settings.min_p
-    )
+    # shift the maximum to 0 first: a tiny temperature then sends the others to -inf
+    # instead of overflowing to inf - inf = nan
+    scaled = (logits - logits.max(dim=-1, keepdim=True).values) / settings.temperature
+    logits = filter_logits(scaled, settings.top_k, settings.top_p, settings.min_p)
     return logits.softmax(dim=-1)
 
 

@@ -161,6 +161,7 @@ def train(
     tokenizer = prepare_tokenizer(folder, corpus, vocab_size, overwrite, callback)
     model = Transformer(ModelConfig(vocab_size=tokenizer.vocab_size, **architecture)).to(device)
     folder.mkdir(parents=True, exist_ok=True)
+    modeldir.remove_temporaries(folder)
     if overwrite:
         for name in (modeldir.METRICS, modeldir.TRAIN_STATE, modeldir.WEIGHTS):
             (folder / name).unlink(missing_ok=True)
@@ -189,6 +190,7 @@ def resume(
         raise TextgenError(
             f"{folder}: nothing to resume (no {modeldir.TRAIN_STATE}); train it without --resume"
         )
+    modeldir.remove_temporaries(folder)
     meta = modeldir.read_config(folder)
     state = modeldir.load_train_state(folder)
     try:
