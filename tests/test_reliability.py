@@ -289,3 +289,43 @@ def test_resume_without_a_checkpoint_and_retrain_without_asking(
 def test_config_json_written_by_training_is_strict_json(trained_folder):
     text = (trained_folder / "config.json").read_text()
     json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path, corpus_file):
+    folder = tmp_path / "interrupted"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "textgen",
+            "train",
+            str(corpus_file),
+            "--model",
+            str(folder),
+            "--size",
+            "tiny",
+            "--context",
+            "32",
+            "--vocab-size",
+            "300",
+            "--steps",
+            "100000",
+            "--eval-interval",
+            "100000",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (folder / modeldir.TOKENIZER).exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.5)  # into the training loop
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert out == ""
+    state = modeldir.load_train_state(folder)
+    assert state["step"] >= 1
+    modeldir.load(folder)
