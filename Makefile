@@ -25,8 +25,13 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 lint: setup
-	$(BIN)/ruff check textgen tests
-	$(BIN)/ruff format --check textgen tests
+	$(BIN)/ruff check textgen tests benchmarks
+	$(BIN)/ruff format --check textgen tests benchmarks
+
+bench: setup
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[bench]'
+	$(BIN)/python benchmarks/decode_speed.py
+	$(BIN)/python benchmarks/train_quality.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -117,3 +117,26 @@ def test_top_candidates_are_sorted_and_include_a_greedy_choice(lm):
         assert record.candidates[0].token_id == record.token_id
         assert record.candidates[0].prob == 1.0  # greedy: all probability on the argmax
         assert record.logprob == record.candidates[0].logprob <= 0
+
+
+def test_half_precision_generation_runs_and_stays_close(lm, trained_folder):
+    from textgen import modeldir
+
+    half = modeldir.load(trained_folder, dtype="bfloat16")
+    assert next(half.model.parameters()).dtype == torch.bfloat16
+    completion = Completion(half, "The cat", SampleConfig(temperature=0, max_new_tokens=20))
+    records = list(completion)
+    assert records and all(r.logprob <= 0 for r in records)
+    ids = torch.tensor([lm.tokenizer.encode("The cat sees the moon")])
+    with torch.no_grad():
+        full = lm.model(ids)[0].log_softmax(-1)
+        approx = half.model(ids)[0].log_softmax(-1)
+    assert (full.exp() - approx.exp()).abs().max() < 0.05  # bf16 keeps ~3 digits
+
+
+def test_auto_precision_keeps_small_models_exact_on_cpu(trained_folder):
+    from textgen import modeldir
+
+    assert next(modeldir.load(trained_folder, dtype="auto").model.parameters()).dtype == (
+        torch.float32
+    )

@@ -27,6 +27,7 @@ from textgen.cli_common import (
     resolve,
 )
 from textgen.config import (
+    DTYPES,
     MIN_VOCAB_SIZE,
     SIZE_PRESETS,
     ModelConfig,
@@ -268,6 +269,13 @@ def generate(
     ] = True,
     json_output: JsonOption = False,
     device: DeviceOption = "auto",
+    dtype: Annotated[
+        str,
+        typer.Option(
+            help="Weights' precision: auto (float32 for small models on CPU, bfloat16 for "
+            "large ones and on GPUs), float32, bfloat16 or float16."
+        ),
+    ] = "auto",
 ) -> None:
     """Continue PROMPT with text sampled from the model, streamed to stdout.
 
@@ -295,7 +303,9 @@ def generate(
     from textgen.complete import Completion
     from textgen.device import choose_device
 
-    lm = modeldir.load(folder, choose_device(device))
+    if dtype not in DTYPES:
+        raise typer.BadParameter(f"use one of {', '.join(DTYPES)}", param_hint="--dtype")
+    lm = modeldir.load(folder, choose_device(device), dtype)
     top = show_top or (5 if json_output else 0)
     completion = Completion(lm, text, settings, show_top=top)
     if completion.truncated:

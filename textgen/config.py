@@ -14,6 +14,7 @@ from typing import Any
 from textgen.errors import SettingError
 
 MAX_TEMPERATURE = 2.0  # above this, sampling approaches uniform noise over the vocabulary
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # precisions a model can run in
 MIN_VOCAB_SIZE = 257  # 256 byte tokens + the end-of-text token
 
 # One dial for model size. Each preset is (layers, width, heads); defaults suit a laptop CPU.

@@ -19,7 +19,13 @@ import torch
 
 from textgen.config import SampleConfig
 from textgen.model import KVCache, Transformer
-from textgen.sampling import apply_repetition_penalty, logits_to_probs, sample, top_candidates
+from textgen.sampling import (
+    MIN_TEMPERATURE,
+    apply_repetition_penalty,
+    logits_to_probs,
+    sample,
+    top_candidates,
+)
 
 
 @dataclass
@@ -65,25 +71,32 @@ def generate(
     generator.manual_seed(settings.seed if settings.seed is not None else new_seed())
 
     prompt_ids, _ = truncate_to_window(prompt_ids, window)
-    # the tokens the model sees now, at most a window of them: (B, T)
-    history = torch.tensor([prompt_ids] * batch, dtype=torch.long, device=device)
+    # the tokens in the cache, i.e. what the model sees: history[:, :cache.length]
+    history = torch.empty(batch, window, dtype=torch.long, device=device)
+    history[:, : len(prompt_ids)] = torch.tensor(prompt_ids, device=device)
     cache = KVCache(config, batch, device, dtype)
-    logits = model(history, cache=cache, last_only=True)[0][:, -1]  # (B, V)
+    logits = model(history[:, : len(prompt_ids)], cache=cache, last_only=True)[0][:, -1]
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     keep_on_refill = window - max(1, window // 4)
+    greedy = settings.temperature < MIN_TEMPERATURE and settings.repetition_penalty == 1.0
+    ones = torch.ones(batch, device=device)
 
     for _ in range(settings.max_new_tokens):
-        adjusted = apply_repetition_penalty(logits, history, settings.repetition_penalty)
-        probs = logits_to_probs(adjusted, settings)  # (B, V)
-        next_ids = sample(probs, generator)  # (B,)
         model_logprobs = logits.float().log_softmax(-1)  # (B, V), temperature 1
+        if greedy and not show_top:  # the argmax needs no distribution
+            probs, next_ids = None, logits.argmax(-1)
+        else:
+            context = history[:, : cache.length]
+            adjusted = apply_repetition_penalty(logits, context, settings.repetition_penalty)
+            probs = logits_to_probs(adjusted, settings)  # (B, V)
+            next_ids = sample(probs, generator)  # (B,)
         top_ids = top_logprobs = top_probs = None
         if show_top:
             top_ids, top_logprobs = top_candidates(model_logprobs, show_top)
             top_probs = probs.gather(1, top_ids)
         yield Step(
             token_ids=next_ids,
-            probs=probs.gather(1, next_ids[:, None]).squeeze(1),
+            probs=ones if probs is None else probs.gather(1, next_ids[:, None]).squeeze(1),
             logprobs=model_logprobs.gather(1, next_ids[:, None]).squeeze(1),
             top_ids=top_ids,
             top_logprobs=top_logprobs,
@@ -93,9 +106,12 @@ def generate(
             finished |= next_ids == stop_id
             if bool(finished.all()):
                 return
-        history = torch.cat([history, next_ids[:, None]], dim=1)[:, -window:]
         if cache.length < window:
+            history[:, cache.length] = next_ids
             logits = model(next_ids[:, None], cache=cache)[0][:, -1]
         else:  # the window is full: re-fill the cache from the most recent tokens
+            kept = history[:, window - keep_on_refill + 1 :].clone()
+            history[:, : keep_on_refill - 1] = kept
+            history[:, keep_on_refill - 1] = next_ids
             cache.length = 0
-            logits = model(history[:, -keep_on_refill:], cache=cache, last_only=True)[0][:, -1]
+            logits = model(history[:, :keep_on_refill], cache=cache, last_only=True)[0][:, -1]

@@ -51,12 +51,11 @@ def rotary_tables(
     return angles.cos().float(), angles.sin().float()
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate each pair of channels of x (B, H, T, D) by its position's angle."""
-    x1, x2 = x[..., ::2], x[..., 1::2]  # (B, H, T, D/2) each
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-    rotated = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
-    return rotated.flatten(-2)
+def apply_rotary(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+    """Rotate each pair of channels (0, 1), (2, 3), ... of x (B, H, T, D) by its position's
+    angle: as complex numbers, one multiplication by cos + i sin, (T, D/2)."""
+    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))  # (B, H, T, D/2)
+    return torch.view_as_real(pairs * rotation).flatten(-2).type_as(x)
 
 
 def make_norm(config: ModelConfig) -> nn.Module:
@@ -82,7 +81,7 @@ class CausalSelfAttention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        rotary: tuple[torch.Tensor, torch.Tensor] | None,
+        rotary: torch.Tensor | None,
         cache: KVCache | None,
     ) -> torch.Tensor:
         B, T, C = x.shape
@@ -92,7 +91,7 @@ class CausalSelfAttention(nn.Module):
         k = k.view(B, T, H, D).transpose(1, 2)
         v = v.view(B, T, H, D).transpose(1, 2)
         if rotary is not None:
-            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+            q, k = apply_rotary(q, rotary), apply_rotary(k, rotary)
 
         start = 0
         if cache is not None:
@@ -132,7 +131,8 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.up(x)
-        h = F.relu(h).square() if self.activation == "relu2" else F.gelu(h)
+        # GELU's tanh approximation (as GPT-2): the same curve, several times cheaper on CPU
+        h = F.relu(h).square() if self.activation == "relu2" else F.gelu(h, approximate="tanh")
         return self.down(h)
 
 
@@ -150,7 +150,9 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, init_weights: bool = True) -> None:
+        """`init_weights=False` skips the (slow, for large models) random initialisation,
+        for weights that are loaded right after."""
         super().__init__()
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.n_embd)
@@ -169,15 +171,19 @@ class Transformer(nn.Module):
         self.unembed = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.unembed.weight = self.embed.weight
+        if init_weights:
+            self._init_all()
+
+    def _init_all(self) -> None:
         self.apply(self._init_weights)
         # Residual projections scaled down so the residual stream's variance does not grow
         # with depth (GPT-2).
         for name, p in self.named_parameters():
             if name.endswith(("attn.proj.weight", "mlp.down.weight")):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * self.config.n_layer))
 
     def reset_buffers(self) -> None:
-        """Compute the derived buffers (after building on the meta device, for one)."""
+        """Compute the buffers derived from the config (the rotary tables)."""
         if self.config.position == "rope":
             device = self.embed.weight.device
             positions = torch.arange(self.config.context_window, device="cpu")
@@ -224,7 +230,9 @@ class Transformer(nn.Module):
         if self.pos_embed is not None:
             x = x + self.pos_embed(torch.arange(start, start + T, device=ids.device))
         else:
-            rotary = (self.rope_cos[start : start + T], self.rope_sin[start : start + T])
+            # float32 even in a bf16 model: angles need the precision
+            cos, sin = self.rope_cos[start : start + T], self.rope_sin[start : start + T]
+            rotary = torch.complex(cos.float(), sin.float())  # (T, head_dim/2)
         for block in self.blocks:
             x = block(x, rotary, cache)
         if cache is not None:

@@ -181,8 +181,9 @@ class LoadedModel:
         return self.model.config
 
 
-def load(folder: Path, device: torch.device | None = None) -> LoadedModel:
-    """Load and validate a model folder; every mismatch is an error naming the file."""
+def load(folder: Path, device: torch.device | None = None, dtype: str = "float32") -> LoadedModel:
+    """Load and validate a model folder; every mismatch is an error naming the file.
+    `dtype` is float32, bfloat16, float16 or auto (see `textgen.device.inference_dtype`)."""
     import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -204,8 +205,7 @@ def load(folder: Path, device: torch.device | None = None) -> LoadedModel:
         state = load_file(str(path))
     except (SafetensorError, OSError, RuntimeError) as exc:
         raise TextgenError(f"{path}: unreadable or truncated ({exc})") from None
-    with torch.device("meta"):  # no time spent initialising weights that are replaced
-        model = Transformer(model_config)
+    model = Transformer(model_config, init_weights=False)  # the weights come from the file
     expected = _weights_to_save(model)
     problems = [f"missing {k}" for k in expected if k not in state]
     problems += [f"unexpected {k}" for k in state if k not in expected]
@@ -219,8 +219,10 @@ def load(folder: Path, device: torch.device | None = None) -> LoadedModel:
     model.load_state_dict(state, strict=False, assign=True)
     if model_config.tie_embeddings:
         model.unembed.weight = model.embed.weight
-    model.reset_buffers()
-    model.to(device or torch.device("cpu")).eval()
+    from textgen.device import inference_dtype
+
+    device = device or torch.device("cpu")
+    model.to(device, inference_dtype(dtype, device, model.num_parameters())).eval()
     return LoadedModel(folder=folder, model=model, tokenizer=tokenizer, config=config)
 
 

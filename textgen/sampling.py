@@ -77,8 +77,13 @@ def greedy_probs(logits: torch.Tensor) -> torch.Tensor:
 
 
 def sample(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One token id per row of `probs` (B, V) -> (B,)."""
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+    """One token id per row of `probs` (B, V) -> (B,), by inverting the cumulative
+    distribution at a uniform random point (several times faster than torch.multinomial
+    for one draw). `side="right"` never lands on a token of probability zero."""
+    cumulative = probs.cumsum(dim=-1)  # (B, V)
+    point = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device)
+    ids = torch.searchsorted(cumulative, point * cumulative[:, -1:], side="right")
+    return ids.clamp_(max=probs.shape[-1] - 1).squeeze(-1)
 
 
 def top_candidates(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,225 @@
+"""Decoding speed at batch 1: full recompute vs KV cache (vs compiled) vs Hugging Face.
+
+    python benchmarks/decode_speed.py            # both sizes, 256 new tokens
+    python benchmarks/decode_speed.py --tokens 512 --repeats 5
+
+All variants run in one process on the same weights-shaped models, greedy, so the
+ratios are what matter (the machines are shared and noisy; the best of --repeats runs
+is reported). Hugging Face `transformers` is a benchmark-only extra
+(`pip install -e '.[bench]'`); without it that row is skipped. Then the start-up of the
+CLI: `textgen --help`, `python -c "import torch"`, and time to the first generated token,
+with its breakdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from textgen import modeldir
+from textgen.config import ModelConfig, SampleConfig
+from textgen.generate import generate
+from textgen.model import Transformer
+from textgen.tokenizer import Tokenizer
+
+SIZES = {  # same width, depth and vocabulary for textgen and GPT-2
+    "default (4x128)": dict(n_layer=4, n_embd=128, n_head=4),
+    "~10M (6x384)": dict(n_layer=6, n_embd=384, n_head=6),
+}
+VOCAB, WINDOW, PROMPT = 2048, 512, 16
+
+
+def best_rate(fn, tokens: int, repeats: int) -> float:
+    """Tokens per second of the fastest of `repeats` runs (after one warm-up)."""
+    fn()
+    best = min(timed(fn) for _ in range(repeats))
+    return tokens / best
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+@torch.inference_mode()
+def full_recompute(model: Transformer, prompt: list[int], n: int) -> None:
+    """nanoGPT's sampler: the whole context through the model for every new token."""
+    ids = torch.tensor([prompt])
+    for _ in range(n):
+        logits, _ = model(ids[:, -WINDOW:])
+        ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+
+
+def kv_cache(model: Transformer, prompt: list[int], n: int) -> None:
+    for _ in generate(model, prompt, SampleConfig(temperature=0, max_new_tokens=n)):
+        pass
+
+
+def hugging_face(shape: dict, n: int, dtype: torch.dtype):
+    try:
+        from transformers import GPT2Config, GPT2LMHeadModel
+    except ImportError:
+        return None
+    config = GPT2Config(
+        vocab_size=VOCAB, n_positions=WINDOW, bos_token_id=0, eos_token_id=0, **shape
+    )
+    model = GPT2LMHeadModel(config).eval().to(dtype)
+    ids = torch.randint(1, VOCAB, (1, PROMPT))
+
+    @torch.inference_mode()
+    def run() -> None:
+        model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=n,
+            min_new_tokens=n,
+            do_sample=False,
+            use_cache=True,
+            pad_token_id=0,
+        )
+
+    return run
+
+
+def decode_table(tokens: int, repeats: int) -> None:
+    print(
+        f"decode at batch 1: {PROMPT}-token prompt, {tokens} new tokens, greedy, "
+        f"{torch.get_num_threads()} threads; tokens/s, best of {repeats}"
+    )
+    print(
+        f"{'model':<17}{'params':>7}{'dtype':>10}{'full recompute':>16}{'KV cache':>10}"
+        f"{'HF generate':>13}{'KV/full':>9}{'KV/HF':>7}"
+    )
+    for name, shape in SIZES.items():
+        for dtype in (torch.float32, torch.bfloat16, torch.float16):
+            torch.manual_seed(0)
+            config = ModelConfig(vocab_size=VOCAB, context_window=WINDOW, **shape)
+            model = Transformer(config).eval().to(dtype)
+            prompt = torch.randint(1, VOCAB, (PROMPT,)).tolist()
+            full = best_rate(partial(full_recompute, model, prompt, tokens), tokens, repeats)
+            cached = best_rate(partial(kv_cache, model, prompt, tokens), tokens, repeats)
+            hf_run = hugging_face(shape, tokens, dtype)
+            hf = best_rate(hf_run, tokens, repeats) if hf_run else float("nan")
+            params = model.num_parameters() / 1e6
+            print(
+                f"{name:<17}{params:>6.1f}M{str(dtype)[6:]:>10}{full:>16.0f}{cached:>10.0f}"
+                f"{hf:>13.0f}{cached / full:>8.1f}x{cached / hf:>6.1f}x"
+            )
+
+
+PHASES = r"""
+import sys, time, json
+t0 = time.perf_counter()
+import torch
+from textgen import modeldir
+from textgen.complete import Completion
+from textgen.config import SampleConfig
+t1 = time.perf_counter()
+lm = modeldir.load(modeldir.resolve(sys.argv[1]))
+t2 = time.perf_counter()
+completion = Completion(lm, "The list", SampleConfig(max_new_tokens=2, seed=0))
+records = iter(completion)
+t3 = time.perf_counter()
+next(records)
+t4 = time.perf_counter()
+print(json.dumps({"imports": t1 - t0, "model load": t2 - t1, "tokenize": t3 - t2,
+                  "prefill + first token": t4 - t3}))
+"""
+
+
+def wall(args: list[str], repeats: int) -> float:
+    return min(
+        timed(lambda: subprocess.run(args, capture_output=True, check=True)) for _ in range(repeats)
+    )
+
+
+def first_byte(args: list[str], repeats: int) -> float:
+    """Seconds from starting the process to the first byte on its stdout."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        process.stdout.read(1)
+        best = min(best, time.perf_counter() - start)
+        process.kill()
+        process.wait()
+    return best
+
+
+def startup_table(repeats: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "bench"
+        torch.manual_seed(0)
+        from pydoc_data.topics import topics
+
+        tokenizer = Tokenizer.train(list(topics.values()), VOCAB)
+        config = ModelConfig(
+            vocab_size=tokenizer.vocab_size, context_window=128, **SIZES["default (4x128)"]
+        )
+        model = Transformer(config)
+        modeldir.save_tokenizer(folder, tokenizer)
+        modeldir.save_weights(folder, model)
+        modeldir.save_config(folder, config, tokenizer)
+        exe = [sys.executable, "-m", "textgen"]
+        env_python = [sys.executable]
+        interpreter = wall(env_python + ["-c", "pass"], repeats)
+        torch_import = wall(env_python + ["-c", "import torch"], repeats)
+        help_time = wall(exe + ["--help"], repeats)
+        ttft = first_byte(
+            exe
+            + [
+                "generate",
+                "The list",
+                "--model",
+                str(folder),
+                "-n",
+                "50",
+                "--seed",
+                "0",
+                "-t",
+                "0",
+            ],
+            repeats,
+        )
+        phases = json.loads(
+            subprocess.run(
+                env_python + ["-c", PHASES, str(folder)], capture_output=True, text=True, check=True
+            ).stdout
+        )
+    print("\nstart-up (best of", repeats, "runs, wall clock)")
+    print(f"  python -c pass                 {interpreter:6.3f} s")
+    print(f"  python -c 'import torch'       {torch_import:6.3f} s")
+    print(f"  textgen --help                 {help_time:6.3f} s   (target <= 0.3 s)")
+    print(
+        f"  textgen generate: first token  {ttft:6.3f} s   (target <= import torch + 0.5 = "
+        f"{torch_import + 0.5:.3f} s)"
+    )
+    print("  breakdown inside the process:")
+    for phase, seconds in phases.items():
+        print(f"    {phase:<28}{seconds:6.3f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-startup", action="store_true")
+    args = parser.parse_args()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    decode_table(args.tokens, args.repeats)
+    if not args.skip_startup:
+        startup_table(args.repeats)
+
+
+if __name__ == "__main__":
+    main()
