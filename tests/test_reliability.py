@@ -28,21 +28,23 @@ from textgen.train import EvalReport, resume, train
 SETTINGS = dict(steps=40, time_budget=None, batch_size=4, eval_interval=10, seed=3)
 
 
-def _train(folder: Path, corpus_file: Path, callback=lambda e: None):
+def _train(folder: Path, corpus_file: Path, callback=lambda e: None, **changes):
+    config = TrainConfig(**{**SETTINGS, **changes})
     with open_corpus([str(corpus_file)]) as corpus:
-        return train(
-            folder, corpus, TrainConfig(**SETTINGS), dict(TINY), vocab_size=300, callback=callback
-        )
+        return train(folder, corpus, config, dict(TINY), vocab_size=300, callback=callback)
 
 
-def test_interrupted_and_resumed_run_ends_with_bitwise_the_same_weights(tmp_path, corpus_file):
-    _train(tmp_path / "straight", corpus_file)
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_interrupted_and_resumed_run_ends_with_bitwise_the_same_weights(
+    tmp_path, corpus_file, optimizer
+):
+    _train(tmp_path / "straight", corpus_file, optimizer=optimizer)
 
     def interrupt_at_20(event):
         if isinstance(event, EvalReport) and event.step == 20:
             raise KeyboardInterrupt
 
-    stopped = _train(tmp_path / "resumed", corpus_file, interrupt_at_20)
+    stopped = _train(tmp_path / "resumed", corpus_file, interrupt_at_20, optimizer=optimizer)
     assert stopped.interrupted and stopped.steps == 20
     with open_corpus([str(corpus_file)]) as corpus:
         finished = resume(tmp_path / "resumed", corpus)
@@ -60,16 +62,15 @@ def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, corpus_file, monk
     _train(folder, corpus_file)
     before = {p.name: p.read_bytes() for p in folder.iterdir() if p.name != modeldir.METRICS}
 
-    def disk_full(obj, path, *args, **kwargs):
-        Path(path).write_bytes(b"half a checkpoint")
+    def disk_full(fd):  # every save flushes its temporary file before renaming it
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(torch, "save", disk_full)
+    monkeypatch.setattr(modeldir.os, "fsync", disk_full)
     with (
         open_corpus([str(corpus_file)]) as corpus,
         pytest.raises(TextgenError, match="No space left on device.*previous checkpoint is intact"),
     ):
-        resume(folder, corpus, more_steps=5)
+        resume(folder, corpus, more_steps=15)
     monkeypatch.undo()
     after = {p.name: p.read_bytes() for p in folder.iterdir() if p.name != modeldir.METRICS}
     assert after == before  # every file whole and unchanged, no temporary left behind

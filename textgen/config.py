@@ -68,10 +68,14 @@ class ModelConfig:
     norm: str = "rmsnorm"  # "rmsnorm" or "layernorm"
     activation: str = "gelu"  # "gelu" or "relu2" (squared ReLU)
     tie_embeddings: bool = True  # share the embedding matrix with the unembedding
+    dropout: float = 0.0  # during training; against memorising a small corpus over many epochs
+    qk_norm: bool = False  # normalise queries and keys: attention logits stay bounded
+    zero_init_proj: bool = False  # each block starts as the identity (outputs zeroed)
+    logit_softcap: float | None = None  # logits -> cap * tanh(logits / cap)
     rope_base: float = 10000.0
 
     def __post_init__(self) -> None:
-        _require(self.vocab_size >= MIN_VOCAB_SIZE, f"vocab_size must be >= {MIN_VOCAB_SIZE}")
+        _require(self.vocab_size >= 2, "vocab_size must be at least 2")
         _require(self.context_window >= 2, "context window must be at least 2 tokens")
         _require(self.n_layer >= 1, "the model needs at least 1 layer")
         _require(self.n_head >= 1, "the model needs at least 1 attention head")
@@ -80,6 +84,8 @@ class ModelConfig:
             f"width {self.n_embd} is not divisible by {self.n_head} heads",
         )
         _require(self.mlp_ratio >= 1, "mlp_ratio must be >= 1")
+        _require(0 <= self.dropout < 1, "dropout must be within [0, 1)")
+        _require(self.logit_softcap is None or self.logit_softcap > 0, "logit_softcap must be > 0")
         _require(self.position in ("rope", "learned"), "position must be 'rope' or 'learned'")
         _require(self.norm in ("rmsnorm", "layernorm"), "norm must be 'rmsnorm' or 'layernorm'")
         _require(self.activation in ("gelu", "relu2"), "activation must be 'gelu' or 'relu2'")
@@ -112,10 +118,14 @@ class TrainConfig:
     grad_clip: float = 1.0
     warmup_steps: int = 50
     cooldown_fraction: float = 0.4  # the last part of the run decays the learning rate to zero
+    cpu_bf16: bool = False  # bf16 autocast for training on CPU
+    optimizer: str = "adamw"  # "adamw", or "muon" for hidden matrices (AdamW for the rest)
+    muon_learning_rate: float = 0.02
     eval_interval: int = 100  # steps between validation passes (and checkpoints, by default)
     save_every_steps: int | None = None  # checkpoint this often instead ...
     save_every_seconds: float | None = None  # ... or this often in wall-clock time
     eval_tokens: int = 32768  # tokens per periodic validation pass; the final one reads all
+    keep_best: bool = True  # model.safetensors holds the weights with the best validation loss
     val_fraction: float = 0.1
     seed: int = 1337
     device: str = "auto"
@@ -137,6 +147,7 @@ class TrainConfig:
         _require(self.weight_decay >= 0, "weight decay must be >= 0")
         _require(self.warmup_steps >= 0, "warmup steps must be >= 0")
         _require(0 <= self.cooldown_fraction <= 1, "cooldown fraction must be within [0, 1]")
+        _require(self.optimizer in ("adamw", "muon"), "optimizer must be 'adamw' or 'muon'")
         _require(self.eval_interval >= 1, "--eval-interval must be at least 1")
         _require(
             self.save_every_steps is None or self.save_every_steps >= 1,

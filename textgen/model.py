@@ -78,6 +78,22 @@ class CausalSelfAttention(nn.Module):
         self.record_pattern = False  # set by Transformer.attention_patterns
         self.pattern: torch.Tensor | None = None
 
+    def queries_keys_values(
+        self, x: torch.Tensor, rotary: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (B, T, C) -> q, k, v (B, H, T, D), positions applied."""
+        B, T, C = x.shape
+        H, D = self.config.n_head, self.config.head_dim
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q = q.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, H, D).transpose(1, 2)
+        v = v.view(B, T, H, D).transpose(1, 2)
+        if self.config.qk_norm:  # unit RMS per head: |q.k| / sqrt(D) <= sqrt(D)
+            q, k = F.rms_norm(q, (D,)), F.rms_norm(k, (D,))
+        if rotary is not None:
+            q, k = apply_rotary(q, rotary), apply_rotary(k, rotary)
+        return q, k, v
+
     def forward(
         self,
         x: torch.Tensor,
@@ -85,13 +101,8 @@ class CausalSelfAttention(nn.Module):
         cache: KVCache | None,
     ) -> torch.Tensor:
         B, T, C = x.shape
-        H, D = self.config.n_head, self.config.head_dim
-        q, k, v = self.qkv(x).split(C, dim=2)
-        q = q.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
-        k = k.view(B, T, H, D).transpose(1, 2)
-        v = v.view(B, T, H, D).transpose(1, 2)
-        if rotary is not None:
-            q, k = apply_rotary(q, rotary), apply_rotary(k, rotary)
+        D = self.config.head_dim
+        q, k, v = self.queries_keys_values(x, rotary)
 
         start = 0
         if cache is not None:
@@ -108,7 +119,8 @@ class CausalSelfAttention(nn.Module):
             self.pattern = pattern.detach()
             y = pattern @ v
         elif start == 0:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            dropout = self.config.dropout if self.training else 0.0
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
         elif T == 1:
             y = F.scaled_dot_product_attention(q, k, v)  # one new token sees everything cached
         else:
@@ -143,10 +155,12 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(config, layer_index)
         self.norm_mlp = make_norm(config)
         self.mlp = MLP(config)
+        self.dropout = config.dropout
 
     def forward(self, x, rotary, cache):
-        x = x + self.attn(self.norm_attn(x), rotary, cache)
-        return x + self.mlp(self.norm_mlp(x))
+        p = self.dropout if self.training else 0.0
+        x = x + F.dropout(self.attn(self.norm_attn(x), rotary, cache), p)
+        return x + F.dropout(self.mlp(self.norm_mlp(x)), p)
 
 
 class Transformer(nn.Module):
@@ -180,7 +194,19 @@ class Transformer(nn.Module):
         # with depth (GPT-2).
         for name, p in self.named_parameters():
             if name.endswith(("attn.proj.weight", "mlp.down.weight")):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * self.config.n_layer))
+                if self.config.zero_init_proj:
+                    nn.init.zeros_(p)
+                else:
+                    nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * self.config.n_layer))
+
+    def rotation(self, start: int, length: int) -> torch.Tensor | None:
+        """The rotary positions start..start+length as complex numbers (None: learned)."""
+        if self.pos_embed is not None:
+            return None
+        # float32 even in a bf16 model: angles need the precision
+        cos = self.rope_cos[start : start + length].float()
+        sin = self.rope_sin[start : start + length].float()
+        return torch.complex(cos, sin)  # (T, head_dim/2)
 
     def reset_buffers(self) -> None:
         """Compute the buffers derived from the config (the rotary tables)."""
@@ -225,14 +251,10 @@ class Transformer(nn.Module):
                 f"sequence of {start + T} tokens exceeds the context window "
                 f"({self.config.context_window})"
             )
-        x = self.embed(ids)  # (B, T, C)
-        rotary = None
+        x = F.dropout(self.embed(ids), self.config.dropout if self.training else 0.0)  # (B, T, C)
         if self.pos_embed is not None:
             x = x + self.pos_embed(torch.arange(start, start + T, device=ids.device))
-        else:
-            # float32 even in a bf16 model: angles need the precision
-            cos, sin = self.rope_cos[start : start + T], self.rope_sin[start : start + T]
-            rotary = torch.complex(cos.float(), sin.float())  # (T, head_dim/2)
+        rotary = self.rotation(start, T)
         for block in self.blocks:
             x = block(x, rotary, cache)
         if cache is not None:
@@ -241,6 +263,9 @@ class Transformer(nn.Module):
         if last_only:
             x = x[:, -1:, :]
         logits = self.unembed(x).float()  # (B, T, vocab)
+        if self.config.logit_softcap is not None:  # smoothly bounded to (-cap, cap)
+            cap = self.config.logit_softcap
+            logits = cap * torch.tanh(logits / cap)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))

@@ -132,10 +132,11 @@ class TrainView:
     def _eval(self, event: Any) -> None:
         r = event.result
         label = "final" if event.final else "eval"
+        kept = "  [yellow]★ best so far, saved[/]" if event.kept and not event.final else ""
         self.console.print(
             f"[bold]{label}[/] step {event.step:,} │ train loss {event.train_loss:.3f} │ "
             f"val loss [cyan]{r.loss:.3f}[/] │ [bold green]{r.bits_per_byte:.3f}[/] bits/byte │ "
-            f"{format_duration(event.elapsed)}",
+            f"{format_duration(event.elapsed)}{kept}",
             soft_wrap=True,
         )
 
@@ -150,8 +151,10 @@ class TrainView:
         table.add_row("time", format_duration(result.elapsed))
         if result.elapsed > 0:
             table.add_row("throughput", f"{count(result.tokens_seen / result.elapsed)} tok/s")
-        if result.final_eval is not None:
-            e = result.final_eval
+        if result.kept_eval is not None:
+            e = result.kept_eval
+            if result.kept_step != result.steps:
+                table.add_row("kept", f"the weights of step {result.kept_step:,} (best validation)")
             table.add_row("val loss", f"{e.loss:.3f} (perplexity {e.perplexity:.1f})")
             table.add_row("val bits/byte", f"[bold green]{e.bits_per_byte:.3f}[/]")
         title = "interrupted: checkpoint saved" if result.interrupted else "training done"

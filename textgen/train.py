@@ -68,6 +68,7 @@ class EvalReport:
     train_loss: float
     result: EvalResult
     final: bool
+    kept: bool = False  # these weights were saved as the model (the best so far)
 
 
 @dataclass
@@ -77,8 +78,10 @@ class TrainResult:
     tokens_seen: int
     elapsed: float
     parameters: int
-    final_eval: EvalResult | None
+    final_eval: EvalResult | None  # of the weights at the end of training
     interrupted: bool
+    kept_step: int  # the step whose weights model.safetensors holds
+    kept_eval: EvalResult | None  # and their evaluation
 
 
 Callback = Callable[[Any], None]
@@ -276,6 +279,9 @@ class _Run:
         self.byte_lengths = token_byte_lengths(tokenizer.token_bytes)
         self.step, self.tokens_seen, self.elapsed = 0, 0, 0.0
         self.smoothed_loss = float("nan")
+        self.best: dict | None = None  # validation loss and step of the weights kept
+        self.kept_eval: EvalResult | None = None
+        self.model_saved = False
 
     def restore(self, state: dict[str, Any]) -> None:
         try:
@@ -283,15 +289,16 @@ class _Run:
             self.batches.generator.set_state(state["data_rng"])
             self.step, self.tokens_seen = state["step"], state["tokens_seen"]
             self.elapsed, self.smoothed_loss = state["elapsed"], state["smoothed_loss"]
+            self.best = state.get("best")
         except (KeyError, ValueError, RuntimeError) as exc:
             raise TextgenError(
                 f"{self.folder / modeldir.TRAIN_STATE}: incomplete training state ({exc}); "
                 "train again with --overwrite"
             ) from None
 
-    def checkpoint(self, final_eval: EvalResult | None = None) -> None:
-        """Save everything. train_state.pt alone holds all a resume needs (weights too), so
-        a crash between the files below still resumes from one consistent moment."""
+    def save_state(self) -> None:
+        """train_state.pt: everything a resume needs (weights too), in one file, so a crash
+        between this and the model files still resumes from one consistent moment."""
         state = {
             "step": self.step,
             "tokens_seen": self.tokens_seen,
@@ -302,7 +309,13 @@ class _Run:
             "data_rng": self.batches.generator.get_state(),
             "train_config": self.config.to_dict(),
             "corpus_tokens": len(self.train_tokens) + len(self.val_tokens),
+            "best": self.best,
         }
+        self._guarded(lambda: modeldir.save_train_state(self.folder, state))
+        self.saved_at = (self.step, time.perf_counter())
+
+    def save_model(self, evaluation: EvalResult | None) -> None:
+        """model.safetensors and config.json: the weights as they are now."""
         summary = {
             "steps": self.step,
             "tokens_seen": self.tokens_seen,
@@ -313,10 +326,14 @@ class _Run:
             "train_tokens": len(self.train_tokens),
             "val_tokens": len(self.val_tokens),
         }
-        if final_eval is not None:
-            summary.update(val_loss=final_eval.loss, val_bits_per_byte=final_eval.bits_per_byte)
-        try:
-            modeldir.save_train_state(self.folder, state)
+        if evaluation is not None:
+            summary.update(
+                val_loss=evaluation.loss,
+                val_bits_per_byte=evaluation.bits_per_byte,
+                val_tokens_scored=evaluation.tokens,
+            )
+
+        def write() -> None:
             modeldir.save_weights(self.folder, self.model)
             modeldir.save_config(
                 self.folder,
@@ -324,20 +341,41 @@ class _Run:
                 self.tokenizer,
                 training={**self.config.to_dict(), **summary},
             )
+
+        self._guarded(write)
+        self.model_saved = True
+
+    def _guarded(self, write) -> None:
+        try:
+            write()
         except OSError as exc:
             raise TextgenError(
                 f"could not save the checkpoint in {self.folder} ({exc.strerror or exc}); "
                 "the previous checkpoint is intact"
             ) from None
-        self.saved_at = (self.step, time.perf_counter())
 
     def run_eval(self, final: bool) -> EvalResult:
+        """Evaluate, log, and save the weights if they are the best so far (or always,
+        without keep_best). Candidates are compared on the same tokens: the first
+        eval_tokens of the validation split."""
+        config = self.config
         result = evaluate(
             self.model,
             self.val_tokens,
             self.byte_lengths,
-            max_tokens=None if final else self.config.eval_tokens,
+            max_tokens=None if final else config.eval_tokens,
         )
+        comparable = result
+        if final and result.tokens > config.eval_tokens:
+            comparable = evaluate(
+                self.model, self.val_tokens, self.byte_lengths, max_tokens=config.eval_tokens
+            )
+        improved = self.best is None or comparable.loss < self.best["loss"]
+        if improved:
+            self.best = {"loss": comparable.loss, "step": self.step}
+            self.kept_eval = result
+        if improved or not config.keep_best:
+            self.save_model(result)
         modeldir.append_metrics(
             self.folder,
             {
@@ -348,10 +386,19 @@ class _Run:
                 "val_loss": result.loss,
                 "val_bpb": result.bits_per_byte,
                 "final": final,
+                "kept": improved or not config.keep_best,
             },
         )
         self.callback(
-            EvalReport(self.step, self.elapsed, self.tokens_seen, self.smoothed_loss, result, final)
+            EvalReport(
+                self.step,
+                self.elapsed,
+                self.tokens_seen,
+                self.smoothed_loss,
+                result,
+                final,
+                kept=improved or not config.keep_best,
+            )
         )
         return result
 
@@ -363,11 +410,10 @@ class _Run:
             return time.perf_counter() - saved_time >= config.save_every_seconds
         return self.step % config.eval_interval == 0
 
-    def train_step(self, lr: float) -> float:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+    def train_step(self, lr_multiplier: float) -> float:
+        self.optimizer.set_lr_multiplier(lr_multiplier)
         x, y = self.batches.next(self.device)
-        with autocast(self.device):
+        with autocast(self.device, self.config.cpu_bf16):
             _, loss = self.model(x, y)
         loss.backward()
         if self.config.grad_clip > 0:
@@ -412,7 +458,7 @@ class _Run:
                 multiplier = lr_multiplier(
                     self.step, done, config.warmup_steps, config.cooldown_fraction
                 )
-                self.train_step(config.learning_rate * multiplier)
+                self.train_step(multiplier)
                 now = time.perf_counter()
                 self.elapsed = elapsed_before + now - start
                 if now - last_report >= 0.25:
@@ -434,15 +480,19 @@ class _Run:
                 if self.step % config.eval_interval == 0:
                     self.run_eval(final=False)
                 if self._save_due():
-                    self.checkpoint()
+                    if not (self.model_saved and config.keep_best):
+                        self.save_model(None)  # nothing kept yet: keep these weights
+                    self.save_state()
         except KeyboardInterrupt:
             interrupted = True
         final_eval = None
         if interrupted:
             self.callback(Notice(f"interrupted at step {self.step:,}: saving a checkpoint", True))
+            if not (self.model_saved and config.keep_best):
+                self.save_model(None)
         else:
             final_eval = self.run_eval(final=True)
-        self.checkpoint(final_eval)
+        self.save_state()
         return TrainResult(
             folder=self.folder,
             steps=self.step,
@@ -451,4 +501,6 @@ class _Run:
             parameters=model.num_parameters(),
             final_eval=final_eval,
             interrupted=interrupted,
+            kept_step=self.best["step"] if self.best and config.keep_best else self.step,
+            kept_eval=self.kept_eval if config.keep_best else final_eval,
         )

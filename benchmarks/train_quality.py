@@ -1,0 +1,300 @@
+"""Quality per CPU-minute: textgen's default recipe against the classic nanoGPT recipe.
+
+    python benchmarks/train_quality.py                       # 5 minutes each, built-in corpus
+    python benchmarks/train_quality.py --budgets 1m 2m 5m 10m --seeds 0 1 2
+    python benchmarks/train_quality.py --corpus my.txt --variants classic default relu2
+
+Every variant trains for the same wall-clock budget on the same text and is scored on
+the same held-out text (the last 10 % of the corpus, never trained on) by a full pass:
+validation bits per byte, which does not depend on the tokenizer. Tokenizer training is
+excluded from the budget and reported separately. Variants:
+
+- classic: nanoGPT's CPU recipe: characters, learned positions, LayerNorm, GELU, tied
+  embeddings, AdamW (lr 1e-3, betas 0.9/0.99, weight decay 0.1, clip 1.0), 100 warmup
+  steps then cosine decay (to lr/10, over the budget), 4 layers x 4 heads x 128 wide,
+  context 64, batch 12, no dropout.
+- default: `textgen train --time T` as it runs, with its defaults.
+- any name in VARIANTS below: the default recipe with one change, to measure it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from textgen.config import SIZE_PRESETS, ModelConfig, TrainConfig, parse_duration
+from textgen.corpus import open_corpus
+from textgen.device import autocast
+from textgen.evaluate import evaluate, token_byte_lengths
+from textgen.model import Transformer
+from textgen.optim import make_optimizer
+from textgen.train import RunStarted, train
+
+HELD_OUT = 0.1
+
+# One change each from the default recipe: (architecture changes, TrainConfig changes, vocab)
+VARIANTS: dict[str, tuple[dict, dict, int | None]] = {
+    "default": ({}, {}, None),
+    "vocab-1024": ({}, {}, 1024),
+    "vocab-4096": ({}, {}, 4096),
+    "learned-pos": ({"position": "learned"}, {}, None),
+    "layernorm": ({"norm": "layernorm"}, {}, None),
+    "relu2": ({"activation": "relu2"}, {}, None),
+    "untied": ({"tie_embeddings": False}, {}, None),
+    "tiny": (
+        dict(zip(("n_layer", "n_embd", "n_head"), SIZE_PRESETS["tiny"], strict=True)),
+        {},
+        None,
+    ),
+    "medium": (
+        dict(zip(("n_layer", "n_embd", "n_head"), SIZE_PRESETS["medium"], strict=True)),
+        {},
+        None,
+    ),
+    "lr-1e-3": ({}, {"learning_rate": 1e-3}, None),
+    "lr-4e-3": ({}, {"learning_rate": 4e-3}, None),
+    "dropout-0.1": ({"dropout": 0.1}, {}, None),
+    "dropout-0.2": ({"dropout": 0.2}, {}, None),
+    "dropout-0.3": ({"dropout": 0.3}, {}, None),
+    "vocab-512": ({}, {}, 512),
+    "muon": ({}, {"optimizer": "muon"}, None),
+    "cpu-bf16": ({}, {"cpu_bf16": True}, None),
+    "qk-norm": ({"qk_norm": True}, {}, None),
+    "zero-init": ({"zero_init_proj": True}, {}, None),
+    "softcap-15": ({"logit_softcap": 15.0}, {}, None),
+    "batch-16": ({}, {"batch_size": 16}, None),
+    "batch-64": ({}, {"batch_size": 64}, None),
+    "context-64": ({"context_window": 64}, {}, None),
+    "context-256": ({"context_window": 256}, {}, None),
+}
+
+
+def variant(name: str) -> tuple[dict, dict, int | None]:
+    """A named variant, or several joined by '+' (vocab-512+dropout-0.2+muon)."""
+    architecture, training, vocab = {}, {}, None
+    for part in name.split("+"):
+        arch, train_changes, part_vocab = VARIANTS[part]
+        architecture.update(arch)
+        training.update(train_changes)
+        vocab = part_vocab or vocab
+    return architecture, training, vocab
+
+
+def split_text(text: str) -> tuple[str, str]:
+    cut = int(len(text) * (1 - HELD_OUT))
+    return text[:cut], text[cut:]
+
+
+def run_classic(train_text: str, held_out: str, budget: float, seed: int) -> dict:
+    """nanoGPT's CPU recipe, character-level, for `budget` seconds of training."""
+    torch.manual_seed(seed)
+    chars = sorted(set(train_text))
+    index = {c: i + 1 for i, c in enumerate(chars)}  # 0: a character never seen in training
+    encode = lambda s: np.array([index.get(c, 0) for c in s], dtype=np.int64)  # noqa: E731
+    train_ids, val_ids = encode(train_text), encode(held_out)
+    byte_lengths = torch.tensor([1] + [len(c.encode()) for c in chars])
+    config = ModelConfig(
+        vocab_size=len(chars) + 1,
+        context_window=64,
+        n_layer=4,
+        n_head=4,
+        n_embd=128,
+        position="learned",
+        norm="layernorm",
+        activation="gelu",
+        tie_embeddings=True,
+    )
+    model = Transformer(config)
+    settings = TrainConfig(learning_rate=1e-3, weight_decay=0.1, grad_clip=1.0, batch_size=12)
+    optimizer = make_optimizer(model, settings, torch.device("cpu"))
+    for group in optimizer.param_groups:
+        group["betas"] = (0.9, 0.99)
+    generator = torch.Generator().manual_seed(seed)
+    steps, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < budget:
+        progress = elapsed / budget
+        if steps < 100:
+            lr = 1e-3 * (steps + 1) / 100
+        else:  # cosine from lr to lr/10 over the budget
+            lr = 1e-4 + 0.5 * (1e-3 - 1e-4) * (1 + math.cos(math.pi * progress))
+        optimizer.set_lr_multiplier(lr / 1e-3)
+        starts = torch.randint(0, len(train_ids) - 65, (12,), generator=generator)
+        rows = torch.from_numpy(np.stack([train_ids[s : s + 65] for s in starts.tolist()]))
+        _, loss = model(rows[:, :-1], rows[:, 1:])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        steps += 1
+    result = evaluate(model, val_ids, byte_lengths)
+    return {
+        "params": model.num_parameters(),
+        "steps": steps,
+        "tokens": steps * 12 * 64,
+        "seconds": elapsed,
+        "val_loss": result.loss,
+        "bpb": result.bits_per_byte,
+        "setup": 0.0,
+    }
+
+
+def run_textgen(name: str, train_text: str, held_out: str, budget: float, seed: int) -> dict:
+    """`textgen train --time budget` with the default settings, changed as the variant says."""
+    arch_changes, train_changes, vocab = variant(name)
+    layers, width, heads = SIZE_PRESETS["small"]
+    architecture = dict(context_window=128, n_layer=layers, n_embd=width, n_head=heads)
+    architecture.update(arch_changes)
+    config = replace(TrainConfig(time_budget=budget, seed=seed, val_fraction=0.01), **train_changes)
+    events = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "train.txt"
+        path.write_text(train_text, encoding="utf-8")
+        started = time.perf_counter()
+        with open_corpus([str(path)]) as corpus:
+            result = train(
+                Path(tmp) / "model",
+                corpus,
+                config,
+                architecture,
+                vocab_size=vocab,
+                callback=events.append,
+            )
+        total = time.perf_counter() - started
+        from textgen import modeldir
+
+        lm = modeldir.load(Path(tmp) / "model")
+    ids = np.array([lm.tokenizer.eot_id, *lm.tokenizer.encode(held_out)], dtype=np.int64)
+    scored = evaluate(lm.model, ids, token_byte_lengths(lm.tokenizer.token_bytes))
+    assert any(isinstance(e, RunStarted) for e in events)
+    return {
+        "params": result.parameters,
+        "steps": result.steps,
+        "tokens": result.tokens_seen,
+        "seconds": result.elapsed,
+        "val_loss": scored.loss,
+        "bpb": scored.bits_per_byte,
+        "setup": total - result.elapsed,
+    }
+
+
+def throughput(recipe: dict, train_changes: dict, seconds: float) -> float:
+    """Training tokens/s of one recipe at a fixed size (4 x 128, vocabulary 2048, context
+    128, batch 32) on random tokens, after 5 warm-up steps."""
+    torch.manual_seed(0)
+    config = ModelConfig(
+        vocab_size=2048, context_window=128, n_layer=4, n_embd=128, n_head=4, **recipe
+    )
+    model = Transformer(config)
+    settings = replace(TrainConfig(), **train_changes)
+    optimizer = make_optimizer(model, settings, torch.device("cpu"))
+    data = torch.randint(0, 2048, (32, 129))
+    steps, start = -5, None
+    while start is None or time.perf_counter() - start < seconds:
+        if steps == 0:
+            start = time.perf_counter()
+        with autocast(torch.device("cpu"), settings.cpu_bf16):
+            _, loss = model(data[:, :-1], data[:, 1:])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        steps += 1
+    return steps * 32 * 128 / (time.perf_counter() - start)
+
+
+CLASSIC_SHAPE = dict(position="learned", norm="layernorm", activation="gelu")
+
+
+def throughput_table(seconds: float, variants: list[str]) -> None:
+    print(
+        f"\ntraining throughput at equal size (4x128, vocab 2048, context 128, batch 32), "
+        f"{seconds:g} s each"
+    )
+    base = throughput(CLASSIC_SHAPE, {}, seconds)
+    print(f"  {'classic':<24}{base:>8.0f} tok/s   1.00x")
+    for name in variants:
+        if name == "classic":
+            continue
+        arch, changes, _ = variant(name)
+        arch = {
+            k: v
+            for k, v in arch.items()
+            if k not in ("n_layer", "n_embd", "n_head", "context_window")
+        }
+        rate = throughput(arch, changes, seconds)
+        print(f"  {name:<24}{rate:>8.0f} tok/s   {rate / base:.2f}x", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", help="a text file (default: the built-in corpus)")
+    parser.add_argument("--budgets", nargs="+", default=["5m"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--variants", nargs="+", default=["classic", "default"])
+    parser.add_argument(
+        "--throughput-seconds",
+        type=float,
+        default=20.0,
+        help="time per recipe in the equal-size throughput table (0: skip)",
+    )
+    args = parser.parse_args()
+    unknown = [
+        part
+        for v in args.variants
+        if v != "classic"
+        for part in v.split("+")
+        if part not in VARIANTS
+    ]
+    if unknown:
+        sys.exit(f"unknown variants {unknown}; known: classic, {', '.join(VARIANTS)}")
+    if args.corpus:
+        text = Path(args.corpus).read_text(encoding="utf-8", errors="replace")
+    else:
+        with open_corpus([]) as corpus:
+            text = "".join(corpus.texts())
+    train_text, held_out = split_text(text)
+    print(
+        f"corpus: {len(text.encode()):,} bytes; held out: {len(held_out.encode()):,} bytes; "
+        f"{torch.get_num_threads()} threads; seeds {args.seeds}; medians over seeds"
+    )
+    header = (
+        f"{'budget':>6}  {'variant':<12}{'params':>8}{'tok/s':>8}{'steps':>7}"
+        f"{'tokens':>9}{'val loss':>9}{'val bpb':>9}{'vs classic':>11}{'setup':>7}"
+    )
+    print(header)
+    for budget_text in args.budgets:
+        budget = parse_duration(budget_text)
+        classic_bpb = None
+        for variant in args.variants:
+            runs = [
+                run_classic(train_text, held_out, budget, seed)
+                if variant == "classic"
+                else run_textgen(variant, train_text, held_out, budget, seed)
+                for seed in args.seeds
+            ]
+            med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+            if variant == "classic":
+                classic_bpb = med["bpb"]
+            ratio = f"{med['bpb'] / classic_bpb:.2f}x" if classic_bpb else "-"
+            print(
+                f"{budget_text:>6}  {variant:<30}{med['params'] / 1e6:>7.2f}M"
+                f"{med['tokens'] / med['seconds']:>8.0f}{med['steps']:>7.0f}"
+                f"{med['tokens'] / 1e6:>8.2f}M{med['val_loss']:>9.3f}{med['bpb']:>9.3f}"
+                f"{ratio:>11}{med['setup']:>6.1f}s",
+                flush=True,
+            )
+    if args.throughput_seconds > 0:
+        throughput_table(args.throughput_seconds, args.variants)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""The training recipe's parts, each held to the behaviour it is there for."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from textgen import modeldir
+from textgen.complete import Completion
+from textgen.config import ModelConfig, SampleConfig, TrainConfig
+from textgen.model import Transformer, apply_rotary
+from textgen.optim import Muon, fraction_done, lr_multiplier, make_optimizer, orthogonalize
+
+D = 16
+
+
+def test_rotary_attention_scores_depend_only_on_relative_position():
+    config = ModelConfig(vocab_size=300, context_window=64, n_layer=1, n_embd=32, n_head=2)
+    model = Transformer(config)
+    q, k = torch.randn(1, 1, 1, D), torch.randn(1, 1, 1, D)
+
+    def score(query_pos: int, key_pos: int) -> float:
+        rq = apply_rotary(q, model.rotation(query_pos, 1))
+        rk = apply_rotary(k, model.rotation(key_pos, 1))
+        return (rq * rk).sum().item()
+
+    for shift in (1, 7, 30):
+        assert score(10 + shift, 4 + shift) == pytest.approx(score(10, 4), abs=1e-4)
+    assert score(10, 4) != pytest.approx(score(10, 9), abs=1e-3)  # distance matters
+
+
+@pytest.mark.parametrize("qk_norm", [True, False])
+def test_qk_norm_bounds_the_attention_logits(qk_norm):
+    torch.manual_seed(0)
+    config = ModelConfig(
+        vocab_size=300, context_window=16, n_layer=1, n_embd=64, n_head=4, qk_norm=qk_norm
+    )
+    model = Transformer(config)
+    attention = model.blocks[0].attn
+    x = 1000 * torch.randn(1, 16, 64)  # a residual stream grown very large
+    q, k, _ = attention.queries_keys_values(x, model.rotation(0, 16))
+    scores = q @ k.transpose(-2, -1) / math.sqrt(config.head_dim)
+    bound = math.sqrt(config.head_dim)
+    if qk_norm:
+        assert scores.abs().max() <= bound * (1 + 1e-4)
+    else:
+        assert scores.abs().max() > 100 * bound
+
+
+def test_time_driven_schedule_reaches_zero_at_the_budget_and_never_goes_negative():
+    config = TrainConfig(steps=None, time_budget=60.0, warmup_steps=10, cooldown_fraction=0.4)
+    values = []
+    for tenth in range(0, 700):
+        elapsed = tenth / 10
+        done = fraction_done(step=tenth, elapsed=elapsed, config=config)
+        values.append(lr_multiplier(tenth, done, config.warmup_steps, config.cooldown_fraction))
+    assert min(values) >= 0
+    assert values[600] == 0.0 and values[599] > 0  # zero exactly at 60 s, not before
+    assert values[100:360] == [1.0] * 260  # flat between warm-up and cool-down
+
+
+def _share_near_one(matrix: torch.Tensor) -> float:
+    """The share of singular values in [0.5, 1.3]: 1.0 for a (semi-)orthogonal matrix."""
+    singular = torch.linalg.svdvals(matrix)
+    return ((singular > 0.5) & (singular < 1.3)).float().mean().item()
+
+
+def test_orthogonalized_update_is_close_to_orthogonal():
+    """Newton-Schulz lifts every direction that is not vanishingly small to about 1 (a
+    random square matrix always has a few near-zero directions, which stay small)."""
+    torch.manual_seed(0)
+    for shape in [(64, 32), (32, 64), (3, 48, 48), (96, 96)]:
+        g = torch.randn(*shape) * torch.logspace(-2, 0, shape[-1])  # badly conditioned
+        assert _share_near_one(g / torch.linalg.svdvals(g).max()) < 0.5, shape
+        o = orthogonalize(g)
+        assert _share_near_one(o) > 0.9, shape
+        assert torch.linalg.svdvals(o).max() < 1.3
+
+
+def test_muon_moves_every_direction_of_a_matrix_by_about_the_same_amount():
+    torch.manual_seed(0)
+    weight = torch.nn.Parameter(torch.zeros(64, 32))
+    optimizer = Muon([weight], lr=0.1)
+    weight.grad = torch.randn(64, 32) * torch.logspace(-2, 0, 32)
+    optimizer.step()
+    step = weight.detach() / 0.1 / (64 / 32) ** 0.5  # Muon scales tall matrices up
+    assert _share_near_one(step) > 0.9
+
+
+NEW_RECIPE = dict(
+    qk_norm=True, zero_init_proj=True, logit_softcap=15.0, activation="relu2", tie_embeddings=False
+)
+
+
+def test_a_model_trained_with_the_new_recipe_reloads_and_generates_identically(tokenizer, tmp_path):
+    torch.manual_seed(0)
+    config = ModelConfig(
+        vocab_size=tokenizer.vocab_size,
+        context_window=32,
+        n_layer=2,
+        n_embd=64,
+        n_head=4,
+        **NEW_RECIPE,
+    )
+    model = Transformer(config)
+    optimizer = make_optimizer(model, TrainConfig(optimizer="muon"), torch.device("cpu"))
+    ids = torch.tensor([tokenizer.encode("The cat sees the moon by the sea. " * 3)[:33]])
+    for _ in range(5):
+        _, loss = model(ids[:, :-1], ids[:, 1:])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert model.blocks[0].mlp.down.weight.abs().sum() > 0  # zero-initialised, then trained
+    modeldir.save_weights(tmp_path, model)
+    modeldir.save_tokenizer(tmp_path, tokenizer)
+    modeldir.save_config(tmp_path, config, tokenizer)
+    loaded = modeldir.load(tmp_path)
+    assert loaded.model_config == config
+
+    def greedy(lm_model) -> list[int]:
+        lm = modeldir.LoadedModel(tmp_path, lm_model.eval(), tokenizer, {})
+        completion = Completion(lm, "The dog", SampleConfig(temperature=0, max_new_tokens=20))
+        return [r.token_id for r in completion]
+
+    assert greedy(model) == greedy(loaded.model)
+
+
+def test_softcap_bounds_the_logits():
+    torch.manual_seed(0)
+    config = ModelConfig(
+        vocab_size=300, context_window=8, n_layer=1, n_embd=32, n_head=2, logit_softcap=5.0
+    )
+    model = Transformer(config)
+    with torch.no_grad():
+        model.unembed.weight.mul_(1000)
+        logits, _ = model(torch.randint(0, 300, (1, 8)))
+    assert logits.abs().max() <= 5.0
