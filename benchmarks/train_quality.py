@@ -31,7 +31,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from textgen.config import SIZE_PRESETS, ModelConfig, TrainConfig, parse_duration
+from textgen.config import (
+    SIZE_PRESETS,
+    ModelConfig,
+    TrainConfig,
+    default_dropout,
+    parse_duration,
+)
 from textgen.corpus import open_corpus
 from textgen.device import autocast
 from textgen.evaluate import evaluate, token_byte_lengths
@@ -67,6 +73,9 @@ VARIANTS: dict[str, tuple[dict, dict, int | None]] = {
     "dropout-0.3": ({"dropout": 0.3}, {}, None),
     "vocab-512": ({}, {}, 512),
     "muon": ({}, {"optimizer": "muon"}, None),
+    "adamw": ({}, {"optimizer": "adamw"}, None),
+    "gelu": ({"activation": "gelu"}, {}, None),
+    "no-dropout": ({"dropout": 0.0}, {}, None),
     "cpu-bf16": ({}, {"cpu_bf16": True}, None),
     "qk-norm": ({"qk_norm": True}, {}, None),
     "zero-init": ({"zero_init_proj": True}, {}, None),
@@ -114,7 +123,9 @@ def run_classic(train_text: str, held_out: str, budget: float, seed: int) -> dic
         tie_embeddings=True,
     )
     model = Transformer(config)
-    settings = TrainConfig(learning_rate=1e-3, weight_decay=0.1, grad_clip=1.0, batch_size=12)
+    settings = TrainConfig(
+        learning_rate=1e-3, weight_decay=0.1, grad_clip=1.0, batch_size=12, optimizer="adamw"
+    )
     optimizer = make_optimizer(model, settings, torch.device("cpu"))
     for group in optimizer.param_groups:
         group["betas"] = (0.9, 0.99)
@@ -153,6 +164,7 @@ def run_textgen(name: str, train_text: str, held_out: str, budget: float, seed: 
     layers, width, heads = SIZE_PRESETS["small"]
     architecture = dict(context_window=128, n_layer=layers, n_embd=width, n_head=heads)
     architecture.update(arch_changes)
+    architecture.setdefault("dropout", default_dropout(len(train_text.encode())))  # as the CLI
     config = replace(TrainConfig(time_budget=budget, seed=seed, val_fraction=0.01), **train_changes)
     events = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -214,12 +226,12 @@ def throughput(recipe: dict, train_changes: dict, seconds: float) -> float:
 CLASSIC_SHAPE = dict(position="learned", norm="layernorm", activation="gelu")
 
 
-def throughput_table(seconds: float, variants: list[str]) -> None:
+def throughput_table(seconds: float, variants: list[str], dropout: float) -> None:
     print(
         f"\ntraining throughput at equal size (4x128, vocab 2048, context 128, batch 32), "
         f"{seconds:g} s each"
     )
-    base = throughput(CLASSIC_SHAPE, {}, seconds)
+    base = throughput(CLASSIC_SHAPE, {"optimizer": "adamw"}, seconds)
     print(f"  {'classic':<24}{base:>8.0f} tok/s   1.00x")
     for name in variants:
         if name == "classic":
@@ -230,6 +242,7 @@ def throughput_table(seconds: float, variants: list[str]) -> None:
             for k, v in arch.items()
             if k not in ("n_layer", "n_embd", "n_head", "context_window")
         }
+        arch.setdefault("dropout", dropout)  # as the CLI would on this corpus
         rate = throughput(arch, changes, seconds)
         print(f"  {name:<24}{rate:>8.0f} tok/s   {rate / base:.2f}x", flush=True)
 
@@ -293,7 +306,9 @@ def main() -> None:
                 flush=True,
             )
     if args.throughput_seconds > 0:
-        throughput_table(args.throughput_seconds, args.variants)
+        throughput_table(
+            args.throughput_seconds, args.variants, default_dropout(len(train_text.encode()))
+        )
 
 
 if __name__ == "__main__":

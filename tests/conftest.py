@@ -7,6 +7,7 @@ test touches the repo's models/ folder.
 from __future__ import annotations
 
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,26 @@ import pytest
 from textgen.config import TrainConfig
 
 TINY = dict(context_window=32, n_layer=2, n_embd=64, n_head=4)
+
+
+def train_command(corpus: Path | str, folder: Path, *options: str) -> list[str]:
+    """`textgen train` of a tiny model on `corpus` into `folder`, as a subprocess argv."""
+    return [
+        sys.executable,
+        "-m",
+        "textgen",
+        "train",
+        str(corpus),
+        "--model",
+        str(folder),
+        "--size",
+        "tiny",
+        "--context",
+        "32",
+        "--vocab-size",
+        "300",
+        *options,
+    ]
 
 
 def make_corpus(n_sentences: int = 600, seed: int = 0) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, train_command
 from safetensors.torch import load_file
 
 from textgen import cli, modeldir
@@ -81,27 +81,9 @@ def test_sigkill_at_random_moments_never_leaves_an_unloadable_model(tmp_path, co
     """Kill a training run with SIGKILL several times, resuming each time: every state
     left behind loads, and the run still finishes."""
     folder = tmp_path / "killed"
-    base = [
-        sys.executable,
-        "-m",
-        "textgen",
-        "train",
-        str(corpus_file),
-        "--model",
-        str(folder),
-        "--size",
-        "tiny",
-        "--context",
-        "32",
-        "--vocab-size",
-        "300",
-        "--batch-size",
-        "4",
-        "--save-every",
-        "3",
-        "--eval-interval",
-        "1000",
-    ]
+    base = train_command(
+        corpus_file, folder, "--batch-size", "4", "--save-every", "3", "--eval-interval", "1000"
+    )
     rng = random.Random(0)
     killed_after = []
     for _ in range(4):
@@ -295,25 +277,7 @@ def test_config_json_written_by_training_is_strict_json(trained_folder):
 def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path, corpus_file):
     folder = tmp_path / "interrupted"
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "textgen",
-            "train",
-            str(corpus_file),
-            "--model",
-            str(folder),
-            "--size",
-            "tiny",
-            "--context",
-            "32",
-            "--vocab-size",
-            "300",
-            "--steps",
-            "100000",
-            "--eval-interval",
-            "100000",
-        ],
+        train_command(corpus_file, folder, "--steps", "100000", "--eval-interval", "100000"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -112,5 +112,5 @@ def test_durations_and_counts_read_like_people_write_them():
 
 def test_default_vocabulary_grows_with_the_corpus():
     assert default_vocab_size(20_000) == 512
-    assert default_vocab_size(465_000) == 2048
+    assert default_vocab_size(465_000) == 1024
     assert default_vocab_size(10**10) == 32768

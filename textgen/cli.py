@@ -34,6 +34,7 @@ from textgen.config import (
     SampleConfig,
     TrainConfig,
     check_vocab_size,
+    default_dropout,
     parse_count,
     parse_duration,
 )
@@ -76,6 +77,10 @@ def train(
     width: Annotated[int | None, typer.Option(help="Override the preset's width.")] = None,
     heads: Annotated[int | None, typer.Option(help="Override the preset's heads.")] = None,
     context: Annotated[int, typer.Option(help="Context window, in tokens.")] = 128,
+    dropout: Annotated[
+        float | None,
+        typer.Option(help="Dropout while training. Default: 0.2 for corpora under 50 MB, else 0."),
+    ] = None,
     vocab_size: Annotated[
         str | None,
         typer.Option(help="Tokenizer vocabulary, e.g. 2048 or 4k. Default: sized to the corpus."),
@@ -88,7 +93,7 @@ def train(
         ),
     ] = None,
     batch_size: Annotated[
-        int | None, typer.Option(help="Sequences per step. [default: 32]")
+        int | None, typer.Option(help="Sequences per step. [default: 16]")
     ] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate. [default: 0.002]")] = None,
     eval_interval: Annotated[
@@ -129,6 +134,8 @@ def train(
         n_embd=width or preset_width,
         n_head=heads or preset_heads,
     )
+    if dropout is not None:
+        architecture["dropout"] = dropout
     ModelConfig(vocab_size=MIN_VOCAB_SIZE, **architecture)  # check the shape before any work
     time_budget = parsed("--time", parse_duration, time) if time else None
     given = {
@@ -158,6 +165,7 @@ def train(
     if not corpus:
         render.notice(console, f"no corpus given: using the {BUILTIN_NAME}")
     with open_corpus(corpus or []) as source, render.TrainView(console) as view:
+        architecture.setdefault("dropout", default_dropout(source.total_bytes))
         if resume:
             result = training.resume(folder, source, steps, time_budget, given, callback=view)
         else:
