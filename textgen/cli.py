@@ -350,57 +350,12 @@ def generate(
         _quiet_broken_pipe()
 
 
-# -- info, models --------------------------------------------------------------------------
-
-
-@app.command()
-def info(model: ModelOption = "default") -> None:
-    """Architecture, parameter count, tokenizer and training summary of a model."""
-    from textgen import modeldir
-
-    folder = resolve(model)
-    meta = modeldir.read_config(folder)
-    parameters = modeldir.count_parameters(folder)
-    console.print(render.info_panel(model, meta, parameters, modeldir.read_metrics(folder)))
-
-
-@app.command()
-def models() -> None:
-    """List the models under models/ (or $TEXTGEN_HOME)."""
-    from textgen import modeldir
-
-    home = modeldir.models_home()
-    rows = []
-    for folder in sorted(p for p in home.glob("*") if (p / modeldir.CONFIG).exists()):
-        try:
-            meta = modeldir.read_config(folder)
-            params = render.count(modeldir.count_parameters(folder))
-        except TextgenError as exc:
-            render.notice(console, str(exc), warning=True)
-            continue
-        m, training = meta["model"], meta.get("training", {})
-        bpb = training.get("val_bits_per_byte")
-        rows.append(
-            {
-                "name": folder.name,
-                "parameters": params,
-                "shape": f"{m['n_layer']}×{m['n_embd']}",
-                "vocab": m["vocab_size"],
-                "context": m["context_window"],
-                "steps": f"{training.get('steps', 0):,}",
-                "bpb": f"{bpb:.3f}" if bpb is not None else "-",
-            }
-        )
-    if not rows:
-        render.notice(console, f"no models in {home}/ yet: try `textgen train --model NAME`")
-        return
-    console.print(render.models_table(rows))
-
-
 app.command()(cli_inspect.tokenize)
 app.command()(cli_inspect.score)
 app.command()(cli_inspect.attention)
 app.command("eval")(cli_inspect.evaluate)
+app.command()(cli_inspect.info)
+app.command()(cli_inspect.models)
 
 
 # -- entry point ---------------------------------------------------------------------------

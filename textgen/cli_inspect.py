@@ -1,4 +1,5 @@
-"""The commands that look inside a trained model: tokenize, score, attention and eval.
+"""The commands that look inside a trained model: tokenize, score, attention, eval, info
+and models.
 
 Each reads its input, makes one library call and hands the numbers to `textgen.views`.
 In a terminal the view goes to stdout with colour; piped, stdout gets plain text (or
@@ -24,6 +25,7 @@ from textgen.cli_common import (
     read_text_argument,
     resolve,
 )
+from textgen.errors import TextgenError
 
 
 def _print_json(data: object) -> None:
@@ -215,3 +217,48 @@ def evaluate(
         _print_json({"model": str(lm.folder), **figures})
     else:
         render.make_console(stderr=False).print(render.eval_table(figures))
+
+
+# -- info, models --------------------------------------------------------------------------
+
+
+def info(model: ModelOption = "default") -> None:
+    """Architecture, parameter count, tokenizer and training summary of a model."""
+    from textgen import modeldir
+
+    folder = resolve(model)
+    meta = modeldir.read_config(folder)
+    parameters = modeldir.count_parameters(folder)
+    console.print(render.info_panel(model, meta, parameters, modeldir.read_metrics(folder)))
+
+
+def models() -> None:
+    """List the models under models/ (or $TEXTGEN_HOME)."""
+    from textgen import modeldir
+
+    home = modeldir.models_home()
+    rows = []
+    for folder in sorted(p for p in home.glob("*") if (p / modeldir.CONFIG).exists()):
+        try:
+            meta = modeldir.read_config(folder)
+            params = render.count(modeldir.count_parameters(folder))
+        except TextgenError as exc:
+            render.notice(console, str(exc), warning=True)
+            continue
+        m, training = meta["model"], meta.get("training", {})
+        bpb = training.get("val_bits_per_byte")
+        rows.append(
+            {
+                "name": folder.name,
+                "parameters": params,
+                "shape": f"{m['n_layer']}×{m['n_embd']}",
+                "vocab": m["vocab_size"],
+                "context": m["context_window"],
+                "steps": f"{training.get('steps', 0):,}",
+                "bpb": f"{bpb:.3f}" if bpb is not None else "-",
+            }
+        )
+    if not rows:
+        render.notice(console, f"no models in {home}/ yet: try `textgen train --model NAME`")
+        return
+    console.print(render.models_table(rows))
