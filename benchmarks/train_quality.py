@@ -41,9 +41,10 @@ from textgen.config import (
 from textgen.corpus import open_corpus
 from textgen.device import autocast
 from textgen.evaluate import evaluate, token_byte_lengths
+from textgen.events import RunStarted
 from textgen.model import Transformer
 from textgen.optim import make_optimizer
-from textgen.train import RunStarted, train
+from textgen.train import train
 
 HELD_OUT = 0.1
 

@@ -23,7 +23,8 @@ from textgen.complete import Completion
 from textgen.config import SampleConfig, TrainConfig
 from textgen.corpus import open_corpus
 from textgen.errors import TextgenError
-from textgen.train import EvalReport, resume, train
+from textgen.events import EvalReport
+from textgen.train import resume, train
 
 SETTINGS = dict(steps=40, time_budget=None, batch_size=4, eval_interval=10, seed=3)
 

@@ -11,8 +11,9 @@ from textgen import modeldir
 from textgen.config import TrainConfig, default_vocab_size, parse_count, parse_duration
 from textgen.corpus import open_corpus
 from textgen.errors import SettingError, TextgenError
+from textgen.events import EvalReport, Notice
 from textgen.optim import lr_multiplier
-from textgen.train import EvalReport, Notice, resume, train
+from textgen.train import resume, train
 
 
 def test_validation_loss_falls_well_below_chance(trained_folder, lm):

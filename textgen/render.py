@@ -24,7 +24,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from textgen import views
+from textgen import events, views
 from textgen.config import format_duration
 from textgen.views import count
 
@@ -68,15 +68,13 @@ class TrainView:
             self.progress.stop()
 
     def __call__(self, event: Any) -> None:
-        from textgen import train as t  # the event types; train imports torch, already loaded
-
-        if isinstance(event, t.Notice):
+        if isinstance(event, events.Notice):
             notice(self.console, event.message, event.warning)
-        elif isinstance(event, t.RunStarted):
+        elif isinstance(event, events.RunStarted):
             self._started(event)
-        elif isinstance(event, t.StepReport):
+        elif isinstance(event, events.StepReport):
             self._step(event)
-        elif isinstance(event, t.EvalReport):
+        elif isinstance(event, events.EvalReport):
             self._eval(event)
 
     def _started(self, event: Any) -> None:

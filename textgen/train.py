@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,64 +27,10 @@ from textgen.corpus import Corpus, encode_corpus
 from textgen.device import autocast, choose_device
 from textgen.errors import SettingError, TextgenError
 from textgen.evaluate import EvalResult, evaluate, token_byte_lengths
+from textgen.events import Callback, EvalReport, Notice, RunStarted, StepReport, TrainResult
 from textgen.model import Transformer
 from textgen.optim import fraction_done, lr_multiplier, make_optimizer
 from textgen.tokenizer import Tokenizer
-
-
-@dataclass
-class Notice:
-    message: str
-    warning: bool = False
-
-
-@dataclass
-class RunStarted:
-    parameters: int
-    train_tokens: int
-    val_tokens: int
-    device: str
-    max_steps: int | None
-    time_budget: float | None
-    start_step: int
-
-
-@dataclass
-class StepReport:
-    step: int
-    loss: float  # smoothed training loss
-    learning_rate: float
-    tokens_seen: int
-    tokens_per_second: float
-    elapsed: float
-    fraction_done: float
-
-
-@dataclass
-class EvalReport:
-    step: int
-    elapsed: float
-    tokens_seen: int
-    train_loss: float
-    result: EvalResult
-    final: bool
-    kept: bool = False  # these weights were saved as the model (the best so far)
-
-
-@dataclass
-class TrainResult:
-    folder: Path
-    steps: int
-    tokens_seen: int
-    elapsed: float
-    parameters: int
-    final_eval: EvalResult | None  # of the weights at the end of training
-    interrupted: bool
-    kept_step: int  # the step whose weights model.safetensors holds
-    kept_eval: EvalResult | None  # and their evaluation
-
-
-Callback = Callable[[Any], None]
 
 
 class Batches:
