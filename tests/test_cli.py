@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import train_command
 
 ANSI = re.compile(r"\x1b\[")
 
@@ -33,24 +34,12 @@ def run(
 def cli_model(tmp_path_factory, corpus_file) -> Path:
     """A model trained through the CLI itself, with the corpus piped on stdin."""
     folder = tmp_path_factory.mktemp("cli") / "piped"
-    result = run(
-        "train",
-        "-",
-        "--model",
-        str(folder),
-        "--steps",
-        "30",
-        "--size",
-        "tiny",
-        "--context",
-        "32",
-        "--vocab-size",
-        "300",
-        "--batch-size",
-        "8",
-        "--eval-interval",
-        "15",
-        stdin=corpus_file.read_text(),
+    result = subprocess.run(
+        train_command("-", folder, "--steps", "30", "--batch-size", "8", "--eval-interval", "15"),
+        input=corpus_file.read_text(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""  # training writes nothing to stdout

@@ -75,7 +75,7 @@ def prompt_window(tokenizer, prompt: str, window: int) -> tuple[list[int], int |
     and tokenization differs only around its first word, which is dropped. Memory stays
     bounded by the window, not by the prompt.
     """
-    tail_chars = (window + 64) * max(len(b) for b in tokenizer.token_bytes)
+    tail_chars = (window + 64) * tokenizer.max_token_bytes
     if len(prompt) > 4 * tail_chars:
         return tokenizer.encode(prompt[-tail_chars:])[-window:], None
     prompt_ids = tokenizer.encode(prompt)

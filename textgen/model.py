@@ -58,6 +58,12 @@ def apply_rotary(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(pairs * rotation).flatten(-2).type_as(x)
 
 
+def causal_mask(length: int, start: int, device: torch.device) -> torch.Tensor:
+    """Which keys each of `length` queries may see, after `start` cached positions:
+    (length, start + length), query i sees keys 0 .. start + i."""
+    return torch.ones(length, start + length, dtype=torch.bool, device=device).tril(start)
+
+
 def make_norm(config: ModelConfig) -> nn.Module:
     if config.norm == "rmsnorm":
         return nn.RMSNorm(config.n_embd)
@@ -114,7 +120,7 @@ class CausalSelfAttention(nn.Module):
 
         if self.record_pattern:  # the slow, explicit path, to show the pattern itself
             scores = q @ k.transpose(-2, -1) / math.sqrt(D)  # (B, H, T, start+T)
-            keep = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(start)
+            keep = causal_mask(T, start, x.device)
             pattern = scores.masked_fill(~keep, float("-inf")).softmax(dim=-1)
             self.pattern = pattern.detach()
             y = pattern @ v
@@ -124,9 +130,8 @@ class CausalSelfAttention(nn.Module):
         elif T == 1:
             y = F.scaled_dot_product_attention(q, k, v)  # one new token sees everything cached
         else:
-            # a chunk appended to a cache: query i sees keys up to start + i
-            keep = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(start)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+            # a chunk appended to a cache
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, start, x.device))
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.proj(y)
 

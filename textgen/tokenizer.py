@@ -132,6 +132,10 @@ class Tokenizer:
             return END_OF_TEXT
         return self.token_bytes[token_id].decode("utf-8", errors="replace")
 
+    @cached_property
+    def max_token_bytes(self) -> int:
+        return max(len(b) for b in self.token_bytes)
+
     def render(self, token_id: int) -> str:
         """A printable, unambiguous rendering of one token: ' the' -> '␣the', '\\n' -> '↵'."""
         if token_id == self.eot_id:

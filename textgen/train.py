@@ -291,6 +291,12 @@ class _Run:
         self._guarded(write)
         self.model_saved = True
 
+    def checkpoint(self) -> None:
+        """Save the training state, and the model too unless better weights are kept."""
+        if not (self.model_saved and self.config.keep_best):
+            self.save_model(None)
+        self.save_state()
+
     def _guarded(self, write) -> None:
         try:
             write()
@@ -407,6 +413,7 @@ class _Run:
                 self.train_step(multiplier)
                 now = time.perf_counter()
                 self.elapsed = elapsed_before + now - start
+                done = fraction_done(self.step, self.elapsed, config)
                 if now - last_report >= 0.25:
                     self.callback(
                         StepReport(
@@ -417,28 +424,25 @@ class _Run:
                             tokens_per_second=(self.tokens_seen - tokens_at_report)
                             / (now - last_report),
                             elapsed=self.elapsed,
-                            fraction_done=fraction_done(self.step, self.elapsed, config),
+                            fraction_done=done,
                         )
                     )
                     last_report, tokens_at_report = now, self.tokens_seen
-                if fraction_done(self.step, self.elapsed, config) >= 1:
+                if done >= 1:
                     continue  # the final evaluation and checkpoint follow
                 if self.step % config.eval_interval == 0:
                     self.run_eval(final=False)
                 if self._save_due():
-                    if not (self.model_saved and config.keep_best):
-                        self.save_model(None)  # nothing kept yet: keep these weights
-                    self.save_state()
+                    self.checkpoint()
         except KeyboardInterrupt:
             interrupted = True
         final_eval = None
         if interrupted:
             self.callback(Notice(f"interrupted at step {self.step:,}: saving a checkpoint", True))
-            if not (self.model_saved and config.keep_best):
-                self.save_model(None)
+            self.checkpoint()
         else:
             final_eval = self.run_eval(final=True)
-        self.save_state()
+            self.save_state()
         return TrainResult(
             folder=self.folder,
             steps=self.step,
