@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pytest
 
-from textgen.corpus import encode_corpus, open_corpus
+from textgen.corpus import cached_encoding, encode_corpus, open_corpus
 from textgen.errors import TextgenError
 
 
@@ -104,3 +104,51 @@ def test_large_files_are_read_in_chunks_that_add_up_to_the_file(tmp_path, monkey
     assert len(chunks) > 10
     assert "".join(chunks) == text
     assert all(c.endswith("\n") for c in chunks)
+
+
+def test_tokenizer_sample_is_spread_over_the_whole_corpus(tmp_path):
+    for i in range(10):
+        (tmp_path / f"{i}.txt").write_text(f"file {i} " * 100 + "\n")  # 701 bytes each
+    with open_corpus([str(tmp_path)]) as corpus:
+        sample = list(corpus.texts(max_bytes=3 * 701))
+        assert [text.split()[1] for text in sample] == ["0", "3", "6"]  # not the first three
+        assert "".join(corpus.texts()) == "".join(p.read_text() for p in corpus.files)
+
+
+def test_second_encoding_of_the_same_text_comes_from_the_cache(tmp_path, tokenizer, monkeypatch):
+    monkeypatch.setenv("TEXTGEN_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "notes.txt"
+    path.write_text("the cat sees the moon\n" * 50)
+    with open_corpus([str(path)]) as corpus:
+        first, cached_first = cached_encoding(corpus, tokenizer)
+        second, cached_second = cached_encoding(corpus, tokenizer)
+    assert (cached_first, cached_second) == (False, True)
+    assert second.path == first.path and second.path.parent == tmp_path / "cache" / "tokens"
+    assert np.array_equal(second.array(), first.array())
+    path.write_text("the dog sees the sun\n" * 50)  # same size, other content
+    with open_corpus([str(path)]) as corpus:
+        changed, cached = cached_encoding(corpus, tokenizer)
+    assert not cached and changed.path != first.path
+    assert tokenizer.decode(changed.array()[1:]) == path.read_text()
+
+
+def test_a_damaged_cache_entry_is_encoded_again(tmp_path, tokenizer, monkeypatch):
+    monkeypatch.setenv("TEXTGEN_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "notes.txt"
+    path.write_text("the cat sees the moon\n" * 50)
+    with open_corpus([str(path)]) as corpus:
+        first, _ = cached_encoding(corpus, tokenizer)
+        expected = np.array(first.array())
+        with open(first.path, "r+b") as f:
+            f.truncate(10)  # as after a crash or a full disk
+        again, cached = cached_encoding(corpus, tokenizer)
+    assert not cached
+    assert np.array_equal(again.array(), expected)
+
+
+def test_an_unwritable_cache_folder_is_a_clear_error(tmp_path, tokenizer, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("TEXTGEN_CACHE", str(blocker))
+    with open_corpus([str(blocker)]) as corpus, pytest.raises(TextgenError, match="TEXTGEN_CACHE"):
+        cached_encoding(corpus, tokenizer)

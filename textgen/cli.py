@@ -93,7 +93,15 @@ def train(
         ),
     ] = None,
     batch_size: Annotated[
-        int | None, typer.Option(help="Sequences per step. [default: 16]")
+        int | None,
+        typer.Option(help="Sequences per step, over all processes. [default: 16]"),
+    ] = None,
+    micro_batch_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Sequences per forward pass in each process; steps then accumulate "
+            "gradients over several. Default: the whole share of the batch at once."
+        ),
     ] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate. [default: 0.002]")] = None,
     eval_interval: Annotated[
@@ -121,8 +129,20 @@ def train(
         ),
     ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace the model in the folder.")] = False,
+    compile: Annotated[
+        bool | None,
+        typer.Option(
+            "--compile/--no-compile",
+            help="torch.compile the model for training. Default: on CUDA only.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Train a tokenizer and a transformer on CORPUS, saving them into the model folder."""
+    """Train a tokenizer and a transformer on CORPUS, saving them into the model folder.
+
+    Several processes (CPUs or GPUs) train one model together when started by torchrun:
+    torchrun --nproc-per-node 4 -m textgen train corpus.txt --model big
+    """
     if size not in SIZE_PRESETS:
         raise typer.BadParameter(f"choose one of {', '.join(SIZE_PRESETS)}", param_hint="--size")
     if resume and overwrite:
@@ -140,6 +160,8 @@ def train(
     time_budget = parsed("--time", parse_duration, time) if time else None
     given = {
         "batch_size": batch_size,
+        "micro_batch_size": micro_batch_size,
+        "compile": compile,
         "learning_rate": lr,
         "eval_interval": eval_interval,
         "val_fraction": val_fraction,
@@ -158,21 +180,42 @@ def train(
     else:
         TrainConfig(steps=1, **given)
 
+    main_process = process_rank() in (None, 0)
+    if process_rank() is not None and "-" in (corpus or []):
+        raise typer.BadParameter(
+            "under torchrun every process reads the corpus: give files, not -",
+            param_hint="CORPUS",
+        )
+
+    from textgen import distributed
     from textgen import train as training
     from textgen.corpus import BUILTIN_NAME, open_corpus
     from textgen.modeldir import read_metrics
 
-    if not corpus:
+    if not corpus and main_process:
         render.notice(console, f"no corpus given: using the {BUILTIN_NAME}")
-    with open_corpus(corpus or []) as source, render.TrainView(console) as view:
-        architecture.setdefault("dropout", default_dropout(source.total_bytes))
-        if resume:
-            result = training.resume(folder, source, steps, time_budget, given, callback=view)
-        else:
-            result = training.train(folder, source, config, architecture, vocab, overwrite, view)
-    view.summary(result, model, read_metrics(folder))
+    try:
+        with open_corpus(corpus or []) as source, render.TrainView(console) as view:
+            architecture.setdefault("dropout", default_dropout(source.total_bytes))
+            if resume:
+                result = training.resume(folder, source, steps, time_budget, given, callback=view)
+            else:
+                result = training.train(
+                    folder, source, config, architecture, vocab, overwrite, view
+                )
+    finally:
+        distributed.shutdown()
+    if main_process:
+        view.summary(result, model, read_metrics(folder))
     if result.interrupted:
         raise typer.Exit(130)
+
+
+def process_rank() -> int | None:
+    """This process's rank when torchrun started several; None otherwise."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return int(os.environ.get("RANK", "0"))
+    return None
 
 
 def _save_every(text: str | None) -> dict:
@@ -213,10 +256,10 @@ def tokenizer_train(
         raise TextgenError(
             f"{folder} holds a trained model that needs its tokenizer; use another --model"
         )
-    with open_corpus(corpus or []) as source:
+    with open_corpus(corpus or []) as source, render.TrainView(console) as view:
         size = vocab or default_vocab_size(source.total_bytes)
-        render.notice(console, f"training a {size}-token byte-level BPE on {source.description}")
-        tokenizer = Tokenizer.train(source.texts(), size)
+        render.notice(console, f"corpus: {source.description}")
+        tokenizer = Tokenizer.train_on(source, size, view)
         for warning in dict.fromkeys(source.warnings):
             render.notice(console, warning, warning=True)
     modeldir.save_tokenizer(folder, tokenizer)
@@ -385,7 +428,9 @@ def main(argv: list[str] | None = None) -> None:
         render.error(console, "interrupted")
         code = 130
     except TextgenError as exc:
-        render.error(console, str(exc))
+        rank = process_rank()
+        if not getattr(exc, "quiet", False):  # process 0 already reported it
+            render.error(console, str(exc) if not rank else f"process {rank}: {exc}")
         code = exc.exit_code
     except BrokenPipeError:
         _quiet_broken_pipe()

@@ -112,13 +112,15 @@ class TrainConfig:
 
     steps: int | None = None  # stop after this many optimizer steps ...
     time_budget: float | None = 300.0  # ... or after this many seconds, whichever comes first
-    batch_size: int = 16  # small batches: more updates per CPU-minute (benchmarks/)
+    batch_size: int = 16  # sequences per step, over all processes (benchmarks/: small wins)
+    micro_batch_size: int | None = None  # per forward pass and process; None: no accumulation
     learning_rate: float = 2e-3
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     warmup_steps: int = 50
     cooldown_fraction: float = 0.4  # the last part of the run decays the learning rate to zero
     cpu_bf16: bool = False  # bf16 autocast for training on CPU
+    compile: bool | None = None  # torch.compile the model for training; None: on CUDA only
     optimizer: str = "muon"  # "muon" for the blocks' matrices (AdamW for the rest), or "adamw"
     muon_learning_rate: float = 0.02
     eval_interval: int = 100  # steps between validation passes (and checkpoints, by default)
@@ -140,6 +142,10 @@ class TrainConfig:
             self.time_budget is None or self.time_budget > 0, "--time must be a positive duration"
         )
         _require(self.batch_size >= 1, "--batch-size must be at least 1")
+        _require(
+            self.micro_batch_size is None or self.micro_batch_size >= 1,
+            "--micro-batch-size must be at least 1",
+        )
         _require(
             math.isfinite(self.learning_rate) and self.learning_rate > 0,
             "--lr must be a positive number",

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import codecs
 import glob
+import hashlib
+import json
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import BinaryIO
 
@@ -29,6 +32,8 @@ from textgen.errors import TextgenError
 CHUNK_BYTES = 1 << 20
 SNIFF_BYTES = 8192
 BUILTIN_NAME = "built-in corpus (Python documentation, pydoc_data.topics)"
+
+Progress = Callable[[int], None]  # called with the corpus bytes handled so far
 
 
 @dataclass
@@ -58,7 +63,7 @@ class Corpus:
             return str(self.files[0])
         return f"{len(self.files)} files"
 
-    @property
+    @cached_property
     def total_bytes(self) -> int:
         if self.builtin:
             return sum(len(t.encode("utf-8")) for t in _builtin_documents())
@@ -73,10 +78,22 @@ class Corpus:
         for path in self.files:
             yield _read_chunks(path, self.warnings)
 
-    def texts(self) -> Iterator[str]:
-        """All text chunks of all documents, in order (for tokenizer training)."""
+    def texts(
+        self, max_bytes: int | None = None, progress: Progress = lambda done: None
+    ) -> Iterator[str]:
+        """All text chunks of all documents, in order (for tokenizer training). With
+        `max_bytes`, an even sample of about that many bytes from across the whole corpus:
+        chunks are kept as long as the kept share stays below max_bytes / total bytes."""
+        share = 1.0 if max_bytes is None else min(1.0, max_bytes / max(self.total_bytes, 1))
+        seen = kept = 0
         for doc in self.documents():
-            yield from doc
+            for chunk in doc:
+                size = len(chunk.encode("utf-8"))
+                seen += size
+                if kept < share * seen:
+                    kept += size
+                    yield chunk
+                progress(seen)
 
 
 def open_corpus(specs: list[str], stdin: BinaryIO | None = None) -> Corpus:
@@ -199,32 +216,144 @@ class TokenFile:
         return np.memmap(self.path, dtype=self.dtype, mode="r", shape=(self.n_tokens,))
 
 
-def encode_corpus(corpus: Corpus, tokenizer, out_path: Path, batch_chunks: int = 16) -> TokenFile:
+def encode_corpus(
+    corpus: Corpus,
+    tokenizer,
+    out_path: Path,
+    progress: Progress = lambda done: None,
+    batch_chunks: int | None = None,
+) -> TokenFile:
     """Encode every document, each preceded by the end-of-text token, into `out_path`.
 
-    Chunks are encoded in batches (the tokenizer parallelises a batch in Rust) and
-    appended to the file, so memory stays bounded by a batch of chunks.
+    Chunks are encoded in batches, which the tokenizer spreads over all cores (in Rust,
+    without the GIL), and appended to the file, so memory stays bounded by a batch of
+    chunks whatever the corpus size.
     """
+    batch_chunks = batch_chunks or max(8, 2 * (os.cpu_count() or 1))
     dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
-    n_tokens = 0
+    eot = np.asarray([tokenizer.eot_id], dtype=dtype)
+    n_tokens = done = 0
     with open(out_path, "wb") as out:
 
         def flush(batch: list[str]) -> int:
+            nonlocal done
             written = 0
             for ids in tokenizer.encode_batch(batch):
                 np.asarray(ids, dtype=dtype).tofile(out)
                 written += len(ids)
+            done += sum(len(t.encode("utf-8")) for t in batch)
+            progress(done)
             batch.clear()
             return written
 
         pending: list[str] = []
         for doc in corpus.documents():
-            n_tokens += flush(pending)
-            np.asarray([tokenizer.eot_id], dtype=dtype).tofile(out)
+            # the end-of-text token goes before each document, so flush what precedes it
+            n_tokens += flush(pending) if pending else 0
+            eot.tofile(out)
             n_tokens += 1
             for chunk in doc:
                 pending.append(chunk)
                 if len(pending) >= batch_chunks:
                     n_tokens += flush(pending)
-        n_tokens += flush(pending)
+        n_tokens += flush(pending) if pending else 0
     return TokenFile(out_path, np.dtype(dtype).name, n_tokens)
+
+
+# -- the encoded-corpus cache ------------------------------------------------------------------
+#
+# Encoding a large corpus takes minutes; the token file is kept under the user's cache folder,
+# named by a hash of the corpus content and of the tokenizer, so a second run on the same text
+# with the same tokenizer (a resume, another model size, every process of a torchrun) skips it.
+
+CACHE_FORMAT = 1  # bump when the token file layout changes
+CACHE_MAX_BYTES = 20 * 2**30  # oldest entries are removed beyond this
+
+
+def cache_folder() -> Path:
+    """$TEXTGEN_CACHE, else $XDG_CACHE_HOME/textgen, else ~/.cache/textgen."""
+    if os.environ.get("TEXTGEN_CACHE"):
+        return Path(os.environ["TEXTGEN_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "textgen"
+
+
+def corpus_key(corpus: Corpus, tokenizer_json: str) -> str:
+    """A hash of the corpus bytes (document by document) and of the tokenizer."""
+    digest = hashlib.sha256(f"textgen-tokens-{CACHE_FORMAT}\0".encode())
+    digest.update(hashlib.sha256(tokenizer_json.encode()).digest())
+    if corpus.builtin:
+        for text in _builtin_documents():
+            digest.update(hashlib.sha256(text.encode("utf-8")).digest())
+    for path in corpus.files:
+        file_digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while data := f.read(CHUNK_BYTES):
+                file_digest.update(data)
+        digest.update(file_digest.digest())
+    return digest.hexdigest()[:32]
+
+
+def cached_encoding(
+    corpus: Corpus, tokenizer, progress: Progress = lambda done: None
+) -> tuple[TokenFile, bool]:
+    """The corpus's token file from the cache, encoding it first if it is not there yet.
+    Returns the file and whether it came from the cache."""
+    folder = cache_folder() / "tokens"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TextgenError(
+            f"{folder}: cannot create the cache folder ({exc.strerror}); "
+            "point TEXTGEN_CACHE at a writable folder"
+        ) from None
+    key = corpus_key(corpus, tokenizer.to_json())
+    path, meta_path = folder / f"{key}.bin", folder / f"{key}.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+        if path.stat().st_size == meta["n_tokens"] * np.dtype(meta["dtype"]).itemsize:
+            os.utime(path)  # recently used: evicted last
+            return TokenFile(path, meta["dtype"], meta["n_tokens"]), True
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # not cached, or a damaged entry: encode again
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        encoded = encode_corpus(corpus, tokenizer, Path(tmp), progress)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise TextgenError(
+            f"could not write the encoded corpus in {folder} ({exc.strerror or exc}); "
+            "free some space or point TEXTGEN_CACHE elsewhere"
+        ) from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    meta = {"dtype": encoded.dtype, "n_tokens": encoded.n_tokens, "corpus": corpus.description}
+    _write_atomic(meta_path, json.dumps(meta))
+    _evict(folder, keep=path)
+    return TokenFile(path, encoded.dtype, encoded.n_tokens), False
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _evict(folder: Path, keep: Path, limit: int = CACHE_MAX_BYTES) -> None:
+    """Remove the least recently used token files while the cache holds more than `limit`."""
+    entries = []
+    for path in folder.glob("*.bin"):
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        entries.append((stat.st_mtime, stat.st_size, path))
+    total = sum(size for _, size, _ in entries)
+    for _, size, path in sorted(entries):
+        if total <= limit:
+            break
+        if path != keep:
+            path.unlink(missing_ok=True)
+            path.with_suffix(".json").unlink(missing_ok=True)
+            total -= size

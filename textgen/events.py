@@ -21,6 +21,15 @@ class Notice:
 
 
 @dataclass
+class Working:
+    """Progress of a long step before training: training the tokenizer, encoding."""
+
+    task: str
+    done: int  # corpus bytes handled
+    total: int
+
+
+@dataclass
 class RunStarted:
     parameters: int
     train_tokens: int
@@ -29,6 +38,8 @@ class RunStarted:
     max_steps: int | None
     time_budget: float | None
     start_step: int
+    processes: int = 1
+    accumulation: int = 1  # micro-batches per step and process
 
 
 @dataclass
@@ -40,6 +51,8 @@ class StepReport:
     tokens_per_second: float
     elapsed: float
     fraction_done: float
+    flops_per_second: float = 0.0  # model FLOP/s achieved (all processes together)
+    mfu: float | None = None  # share of the hardware's peak, where the peak is known
 
 
 @dataclass

@@ -125,8 +125,9 @@ class CausalSelfAttention(nn.Module):
             self.pattern = pattern.detach()
             y = pattern @ v
         elif start == 0:
-            dropout = self.config.dropout if self.training else 0.0
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+            # No dropout on the attention weights: it forces SDPA's slow path (7x slower
+            # on CPU); dropout acts on the embeddings and the residual branches instead.
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         elif T == 1:
             y = F.scaled_dot_product_attention(q, k, v)  # one new token sees everything cached
         else:
@@ -235,6 +236,18 @@ class Transformer(nn.Module):
             if not self.config.tie_embeddings:
                 total -= self.unembed.weight.numel()
         return total
+
+    def training_flops_per_token(self) -> float:
+        """Floating-point operations to train on one token (forward and backward): 6 per
+        weight of every matrix multiply (2 forward, 4 backward), plus attention's scores
+        and weighted sum, 12 x context x width per layer (counted unmasked, as is usual
+        for MFU). Embedding lookups are free; a tied embedding counts as the unembedding."""
+        c = self.config
+        lookups = {id(self.pos_embed.weight)} if self.pos_embed is not None else set()
+        if not c.tie_embeddings:
+            lookups.add(id(self.embed.weight))
+        matmul = sum(p.numel() for p in self.parameters() if p.dim() == 2 and id(p) not in lookups)
+        return 6 * matmul + 12 * c.n_layer * c.context_window * c.n_embd
 
     def forward(
         self,

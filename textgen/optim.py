@@ -112,6 +112,9 @@ class Muon(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self) -> None:
+        # Matrices of one shape are orthogonalized together, as one batch: a small model has
+        # dozens of small matrices, and one batched call costs little more than one.
+        pending: dict[tuple[int, int], list[tuple[torch.Tensor, torch.Tensor, dict]]] = {}
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
@@ -123,10 +126,20 @@ class Muon(torch.optim.Optimizer):
                 buffer.mul_(group["momentum"]).add_(p.grad)
                 update = p.grad.add(buffer, alpha=group["momentum"])  # Nesterov
                 rows, cols = p.shape
-                parts = group["blocks"]
-                update = orthogonalize(update.view(parts, rows // parts, cols)).view(rows, cols)
-                scale = max(1.0, rows / parts / cols) ** 0.5  # tall matrices: same RMS step
-                p.add_(update.to(p.dtype), alpha=-group["lr"] * scale)
+                parts = update.view(group["blocks"], rows // group["blocks"], cols)
+                if parts.size(1) > cols:
+                    parts = parts.mT  # wide: the Gram matrix is the smaller side
+                pending.setdefault(tuple(parts.shape[1:]), []).append((p, parts, group))
+        for same_shape in pending.values():
+            stacked = torch.cat([parts for _, parts, _ in same_shape])
+            orthogonal = orthogonalize(stacked).split([len(u) for _, u, _ in same_shape])
+            for (p, _, group), update in zip(same_shape, orthogonal, strict=True):
+                rows, cols = p.shape
+                block_rows = rows // group["blocks"]
+                if update.size(1) != block_rows:
+                    update = update.mT
+                scale = max(1.0, block_rows / cols) ** 0.5  # tall matrices: same RMS step
+                p.add_(update.reshape(rows, cols).to(p.dtype), alpha=-group["lr"] * scale)
 
 
 def lr_multiplier(

@@ -59,15 +59,22 @@ class TrainView:
         self.progress: Progress | None = None
         self.task = None
         self.last_line = 0.0
+        self.work: Progress | None = None  # before training: tokenizer, encoding
+        self.work_task = ""
 
     def __enter__(self) -> TrainView:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._end_work()
         if self.progress is not None:
             self.progress.stop()
 
     def __call__(self, event: Any) -> None:
+        if isinstance(event, events.Working):
+            self._working(event)
+            return
+        self._end_work()
         if isinstance(event, events.Notice):
             notice(self.console, event.message, event.warning)
         elif isinstance(event, events.RunStarted):
@@ -76,6 +83,39 @@ class TrainView:
             self._step(event)
         elif isinstance(event, events.EvalReport):
             self._eval(event)
+
+    def _working(self, event: Any) -> None:
+        """A transient bar over the corpus bytes, in a terminal only."""
+        if not self.live:
+            return
+        if self.work is None or self.work_task != event.task:
+            self._end_work()
+            self.work = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(bar_width=None),
+                TextColumn("{task.percentage:>3.0f}%"),
+                TextColumn("{task.fields[size]}"),
+                TextColumn("{task.fields[speed]}"),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=True,
+            )
+            self.work.start()
+            self.work_task = event.task
+            self.work_started = time.monotonic()
+            self.work.add_task(event.task, total=max(event.total, 1), size="", speed="")
+        seconds = max(time.monotonic() - self.work_started, 1e-9)
+        self.work.update(
+            self.work.task_ids[0],
+            completed=event.done,
+            size=f"{event.done / 2**20:,.0f}/{event.total / 2**20:,.0f} MB",
+            speed=f"{event.done / 2**20 / seconds:,.1f} MB/s",
+        )
+
+    def _end_work(self) -> None:
+        if self.work is not None:
+            self.work.stop()
+            self.work, self.work_task = None, ""
 
     def _started(self, event: Any) -> None:
         budget = []
@@ -89,13 +129,19 @@ class TrainView:
             f"{count(event.train_tokens)} training / {count(event.val_tokens)} validation tokens; "
             f"budget {' or '.join(budget)}",
         )
+        if event.processes > 1 or event.accumulation > 1:
+            notice(
+                self.console,
+                f"data parallel: {event.processes} process(es) x {event.accumulation} "
+                "micro-batch(es) per step",
+            )
         if self.live:
             self.progress = Progress(
                 TextColumn("step [bold]{task.fields[step]}[/]"),
                 BarColumn(bar_width=None),
                 TextColumn("{task.percentage:>3.0f}%"),
                 TextColumn("loss [cyan]{task.fields[loss]}[/]"),
-                TextColumn("{task.fields[speed]} tok/s"),
+                TextColumn("{task.fields[speed]} tok/s{task.fields[mfu]}"),
                 TimeElapsedColumn(),
                 TextColumn("ETA {task.fields[eta]}"),
                 console=self.console,
@@ -103,12 +149,13 @@ class TrainView:
             )
             self.progress.start()
             self.task = self.progress.add_task(
-                "train", total=1.0, step=event.start_step, loss="-", speed="-", eta="-"
+                "train", total=1.0, step=event.start_step, loss="-", speed="-", eta="-", mfu=""
             )
 
     def _step(self, event: Any) -> None:
         done = event.fraction_done
         eta = format_duration(event.elapsed * (1 - done) / done) if done > 0 else "-"
+        mfu = f" · MFU {event.mfu:.0%}" if event.mfu is not None else ""
         if self.progress is not None:
             self.progress.update(
                 self.task,
@@ -117,13 +164,14 @@ class TrainView:
                 loss=f"{event.loss:.3f}",
                 speed=count(event.tokens_per_second),
                 eta=eta,
+                mfu=mfu,
             )
         elif time.monotonic() - self.last_line >= 30:  # a heartbeat line in logs
             self.last_line = time.monotonic()
             self.console.print(
                 f"step {event.step:,}  loss {event.loss:.3f}  "
-                f"{count(event.tokens_per_second)} tok/s  {format_duration(event.elapsed)}  "
-                f"{done:.0%}",
+                f"{count(event.tokens_per_second)} tok/s{mfu}  "
+                f"{format_duration(event.elapsed)}  {done:.0%}",
                 soft_wrap=True,
             )
 

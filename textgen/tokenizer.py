@@ -16,17 +16,27 @@ from __future__ import annotations
 
 import codecs
 import re
+import time
 from collections.abc import Iterable, Iterator
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from textgen.config import check_vocab_size
 from textgen.errors import TextgenError
+from textgen.events import Callback, Notice, Working
+
+if TYPE_CHECKING:
+    from textgen.corpus import Corpus
 
 END_OF_TEXT = "<|endoftext|>"
+# Training reads at most this much text, sampled evenly from the whole corpus: the merges
+# it learns are settled long before, and its word counts would otherwise grow with the
+# corpus.
+SAMPLE_BYTES = 256 * 2**20
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
 
@@ -84,6 +94,23 @@ class Tokenizer:
         )
         hf.train_from_iterator((clean_text(t) for t in texts), trainer=trainer)
         return cls(hf)
+
+    @classmethod
+    def train_on(cls, corpus: Corpus, vocab_size: int, report: Callback) -> Tokenizer:
+        """Train on a corpus (an even sample of it beyond SAMPLE_BYTES), reporting
+        `Notice` and `Working` events."""
+        report(Notice(f"training a byte-level BPE tokenizer with {vocab_size} tokens"))
+        started = time.perf_counter()
+        total = corpus.total_bytes
+        if total > SAMPLE_BYTES:
+            report(Notice(f"the tokenizer learns from an even sample of {SAMPLE_BYTES >> 20} MB"))
+        texts = corpus.texts(
+            SAMPLE_BYTES, lambda done: report(Working("training the tokenizer", done, total))
+        )
+        tokenizer = cls.train(texts, vocab_size)
+        elapsed = time.perf_counter() - started
+        report(Notice(f"tokenizer trained: {tokenizer.vocab_size} tokens in {elapsed:.1f}s"))
+        return tokenizer
 
     @classmethod
     def load(cls, path: Path) -> Tokenizer:

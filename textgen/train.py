@@ -9,11 +9,9 @@ Ctrl-C saves a checkpoint and returns with `interrupted=True`.
 
 from __future__ import annotations
 
+import contextlib
 import math
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,29 +19,47 @@ from typing import Any
 import numpy as np
 import torch
 
-from textgen import modeldir
+from textgen import distributed, modeldir
 from textgen.config import ModelConfig, TrainConfig, default_vocab_size
-from textgen.corpus import Corpus, encode_corpus
-from textgen.device import autocast, choose_device
+from textgen.corpus import Corpus, TokenFile, cached_encoding
+from textgen.device import autocast, choose_device, peak_flops, prepare_device
 from textgen.errors import SettingError, TextgenError
 from textgen.evaluate import EvalResult, evaluate, token_byte_lengths
-from textgen.events import Callback, EvalReport, Notice, RunStarted, StepReport, TrainResult
+from textgen.events import (
+    Callback,
+    EvalReport,
+    Notice,
+    RunStarted,
+    StepReport,
+    TrainResult,
+    Working,
+)
 from textgen.model import Transformer
 from textgen.optim import fraction_done, lr_multiplier, make_optimizer
 from textgen.tokenizer import Tokenizer
 
+# The held-out share of the corpus, capped: a validation pass over more tells nothing new.
+MAX_VAL_TOKENS = 2**20
+
 
 class Batches:
     """Random windows of the training tokens, drawn with a seeded generator (so a resumed
-    run draws the same batches it would have drawn)."""
+    run draws the same batches it would have drawn).
+
+    Every process draws the same starts for the whole batch and reads its own share of
+    them, so a batch is the same whatever the number of processes and micro-batches."""
 
     def __init__(self, tokens: np.ndarray, context: int, batch_size: int, seed: int) -> None:
         self.tokens, self.context, self.batch_size = tokens, context, batch_size
         self.generator = torch.Generator().manual_seed(seed)
 
-    def next(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def draw(self) -> torch.Tensor:
+        """The start positions of the next batch's windows, (batch_size,)."""
         high = len(self.tokens) - self.context - 1
-        starts = torch.randint(0, high + 1, (self.batch_size,), generator=self.generator)
+        return torch.randint(0, high + 1, (self.batch_size,), generator=self.generator)
+
+    def load(self, starts: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets (len(starts), context) for windows at `starts`."""
         rows = np.stack([self.tokens[s : s + self.context + 1] for s in starts.tolist()])
         batch = torch.from_numpy(rows.astype(np.int64))  # (B, T+1)
         x, y = batch[:, :-1], batch[:, 1:]
@@ -52,6 +68,9 @@ class Batches:
                 device, non_blocking=True
             )
         return x.to(device), y.to(device)
+
+    def next(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.load(self.draw(), device)
 
 
 def prepare_tokenizer(
@@ -73,16 +92,7 @@ def prepare_tokenizer(
         return tokenizer
     if vocab_size is None:
         vocab_size = default_vocab_size(corpus.total_bytes)
-    report(Notice(f"training a byte-level BPE tokenizer with {vocab_size} tokens"))
-    started = time.perf_counter()
-    tokenizer = Tokenizer.train(corpus.texts(), vocab_size)
-    report(
-        Notice(
-            f"tokenizer trained: {tokenizer.vocab_size} tokens "
-            f"in {time.perf_counter() - started:.1f}s"
-        )
-    )
-    return tokenizer
+    return Tokenizer.train_on(corpus, vocab_size, report)
 
 
 def train(
@@ -100,24 +110,42 @@ def train(
     the tokenizer (the folder's, if it has one, else trained here). A folder that already
     holds a trained model is only replaced with `overwrite`.
     """
-    if modeldir.has_weights(folder) and not overwrite:
-        raise TextgenError(
-            f"{folder} already holds a trained model; add --resume to continue training it "
-            "or --overwrite to replace it"
-        )
-    device = choose_device(config.device)
-    torch.manual_seed(config.seed)
-    tokenizer = prepare_tokenizer(folder, corpus, vocab_size, overwrite, callback)
+    device, world = _start(config)
+    tokenizer: Tokenizer | None = None
+
+    def prepare() -> TokenFile:  # in process 0 only
+        nonlocal tokenizer
+        if modeldir.has_weights(folder) and not overwrite:
+            raise TextgenError(
+                f"{folder} already holds a trained model; add --resume to continue training "
+                "it or --overwrite to replace it"
+            )
+        tokenizer = prepare_tokenizer(folder, corpus, vocab_size, overwrite, callback)
+        folder.mkdir(parents=True, exist_ok=True)
+        modeldir.remove_temporaries(folder)
+        if overwrite:
+            for name in (modeldir.METRICS, modeldir.TRAIN_STATE, modeldir.WEIGHTS):
+                (folder / name).unlink(missing_ok=True)
+        modeldir.save_tokenizer(folder, tokenizer)
+        return _encode(corpus, tokenizer, callback)
+
+    token_file = distributed.on_main(prepare)
+    tokenizer = tokenizer or modeldir.load_tokenizer(folder)
+    torch.manual_seed(config.seed)  # the same initial weights in every process
     model = Transformer(ModelConfig(vocab_size=tokenizer.vocab_size, **architecture)).to(device)
-    folder.mkdir(parents=True, exist_ok=True)
-    modeldir.remove_temporaries(folder)
-    if overwrite:
-        for name in (modeldir.METRICS, modeldir.TRAIN_STATE, modeldir.WEIGHTS):
-            (folder / name).unlink(missing_ok=True)
-    modeldir.save_tokenizer(folder, tokenizer)
-    with _encoded(corpus, tokenizer, config, model.config.context_window, callback) as data:
-        run = _Run(folder, model, tokenizer, config, *data, corpus, callback)
-        return run.loop()
+    train_tokens, val_tokens = _split(token_file, config, model.config.context_window)
+    run = _Run(folder, model, tokenizer, config, train_tokens, val_tokens, corpus, callback)
+    return run.loop()
+
+
+def _start(config: TrainConfig) -> tuple[torch.device, distributed.World]:
+    """The device, and this process's place among the processes torchrun started."""
+    device = choose_device(config.device)
+    world = distributed.setup(device.type)
+    if device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
+    prepare_device(device)
+    return device, world
 
 
 def resume(
@@ -139,7 +167,6 @@ def resume(
         raise TextgenError(
             f"{folder}: nothing to resume (no {modeldir.TRAIN_STATE}); train it without --resume"
         )
-    modeldir.remove_temporaries(folder)
     meta = modeldir.read_config(folder)
     state = modeldir.load_train_state(folder)
     try:
@@ -154,7 +181,7 @@ def resume(
     if more_time is not None:
         updates["time_budget"] = state["elapsed"] + more_time
     config = replace(config, **updates)
-    device = choose_device(config.device)
+    device, world = _start(config)
     tokenizer = modeldir.load_tokenizer(folder)
     model = Transformer(meta["model_config"])
     try:
@@ -164,40 +191,70 @@ def resume(
             f"{folder / modeldir.TRAIN_STATE}: weights do not fit config.json ({exc})"
         ) from None
     model.to(device)
-    callback(Notice(f"resuming {folder} from step {state['step']:,}"))
-    with _encoded(corpus, tokenizer, config, model.config.context_window, callback) as data:
-        if len(data[0]) + len(data[1]) != state.get("corpus_tokens"):
-            callback(Notice("the corpus differs from the last run's: continuing on it", True))
-        run = _Run(folder, model, tokenizer, config, *data, corpus, callback)
-        run.restore(state)
-        return run.loop()
+
+    def prepare() -> TokenFile:  # in process 0 only
+        modeldir.remove_temporaries(folder)
+        callback(Notice(f"resuming {folder} from step {state['step']:,}"))
+        return _encode(corpus, tokenizer, callback)
+
+    token_file = distributed.on_main(prepare)
+    train_tokens, val_tokens = _split(token_file, config, model.config.context_window)
+    if len(train_tokens) + len(val_tokens) != state.get("corpus_tokens"):
+        callback(Notice("the corpus differs from the last run's: continuing on it", True))
+    run = _Run(folder, model, tokenizer, config, train_tokens, val_tokens, corpus, callback)
+    run.restore(state)
+    return run.loop()
 
 
-@contextmanager
-def _encoded(
-    corpus: Corpus, tokenizer: Tokenizer, config: TrainConfig, context: int, callback: Callback
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Encode the corpus into a temporary token file; yield its (train, validation) split."""
-    with tempfile.TemporaryDirectory(prefix="textgen-tokens-") as tmp:
-        started = time.perf_counter()
-        tokens = encode_corpus(corpus, tokenizer, Path(tmp) / "tokens.bin").array()
-        callback(
-            Notice(
-                f"encoded {corpus.description}: {len(tokens):,} tokens "
-                f"({corpus.total_bytes / max(len(tokens), 1):.2f} bytes/token) "
-                f"in {time.perf_counter() - started:.1f}s"
-            )
+def _encode(corpus: Corpus, tokenizer: Tokenizer, callback: Callback) -> TokenFile:
+    """The corpus as token ids, from the cache or encoded now (with progress)."""
+    started = time.perf_counter()
+    token_file, cached = cached_encoding(
+        corpus,
+        tokenizer,
+        lambda done: callback(Working("encoding the corpus", done, corpus.total_bytes)),
+    )
+    how = "found in the cache" if cached else f"in {time.perf_counter() - started:.1f}s"
+    callback(
+        Notice(
+            f"encoded {corpus.description}: {token_file.n_tokens:,} tokens "
+            f"({corpus.total_bytes / max(token_file.n_tokens, 1):.2f} bytes/token) {how}"
         )
-        for warning in dict.fromkeys(corpus.warnings):  # unique, in order
-            callback(Notice(warning, warning=True))
-        n_val = max(2, int(len(tokens) * config.val_fraction))
-        train_tokens, val_tokens = tokens[:-n_val], tokens[-n_val:]
-        if len(train_tokens) < context + 1:
-            raise TextgenError(
-                f"the corpus is too small: {max(len(train_tokens), 0)} training tokens, but one "
-                f"context window needs {context + 1}; add text or lower --context"
-            )
-        yield train_tokens, val_tokens
+    )
+    for warning in dict.fromkeys(corpus.warnings):  # unique, in order
+        callback(Notice(warning, warning=True))
+    return token_file
+
+
+def _split(token_file: TokenFile, config: TrainConfig, context: int) -> tuple[np.ndarray, ...]:
+    """The (train, validation) split of the token file: the last part is held out."""
+    tokens = token_file.array()
+    n_val = min(MAX_VAL_TOKENS, max(2, int(len(tokens) * config.val_fraction)))
+    train_tokens, val_tokens = tokens[:-n_val], tokens[-n_val:]
+    if len(train_tokens) < context + 1:
+        raise TextgenError(
+            f"the corpus is too small: {max(len(train_tokens), 0)} training tokens, but one "
+            f"context window needs {context + 1}; add text or lower --context"
+        )
+    return train_tokens, val_tokens
+
+
+def _micro_batches(config: TrainConfig, processes: int) -> tuple[int, int]:
+    """(sequences per forward pass, forward passes per step) in each process."""
+    per_process, rest = divmod(config.batch_size, processes)
+    if rest:
+        raise TextgenError(
+            f"--batch-size {config.batch_size} does not split evenly over {processes} "
+            f"processes; use a multiple of {processes}"
+        )
+    micro = config.micro_batch_size or per_process
+    if per_process % micro:
+        raise TextgenError(
+            f"--micro-batch-size {micro} does not divide the {per_process} sequences each "
+            f"process takes per step (--batch-size {config.batch_size} over {processes} "
+            "processes); use a divisor of it"
+        )
+    return micro, per_process // micro
 
 
 class _Run:
@@ -216,18 +273,45 @@ class _Run:
     ) -> None:
         self.folder, self.model, self.tokenizer, self.config = folder, model, tokenizer, config
         self.train_tokens, self.val_tokens = train_tokens, val_tokens
-        self.corpus, self.callback = corpus, callback
+        self.world = distributed.world()
+        self.corpus = corpus
+        self.callback = callback if self.world.is_main else lambda event: None
         self.device = next(model.parameters()).device
+        self.micro_batch, self.accumulation = _micro_batches(config, self.world.size)
         self.batches = Batches(
             train_tokens, model.config.context_window, config.batch_size, config.seed
         )
         self.optimizer = make_optimizer(model, config, self.device)
+        self.forward = self._training_module()
+        self.flops_per_token = model.training_flops_per_token()
+        peak = peak_flops(self.device)
+        self.peak_flops = peak * self.world.size if peak else None  # all processes together
         self.byte_lengths = token_byte_lengths(tokenizer.token_bytes)
         self.step, self.tokens_seen, self.elapsed = 0, 0, 0.0
         self.smoothed_loss = float("nan")
         self.best: dict | None = None  # validation loss and step of the weights kept
         self.kept_eval: EvalResult | None = None
         self.model_saved = False
+
+    def _training_module(self) -> torch.nn.Module:
+        """The model as training calls it: wrapped for data parallelism across processes,
+        and compiled where that pays (CUDA by default)."""
+        module: torch.nn.Module = self.model
+        if self.world.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            torch.manual_seed(self.config.seed + self.world.rank)  # its own dropout masks
+            module = DistributedDataParallel(
+                module,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                broadcast_buffers=False,  # the only buffers are the fixed rotary tables
+            )
+        compile_it = self.config.compile
+        if compile_it is None:
+            compile_it = self.device.type == "cuda"
+        if compile_it:
+            module = torch.compile(module)  # type: ignore[assignment]
+        return module
 
     def restore(self, state: dict[str, Any]) -> None:
         try:
@@ -245,6 +329,8 @@ class _Run:
     def save_state(self) -> None:
         """train_state.pt: everything a resume needs (weights too), in one file, so a crash
         between this and the model files still resumes from one consistent moment."""
+        if not self.world.is_main:
+            return  # every process holds the same weights and optimizer state
         state = {
             "step": self.step,
             "tokens_seen": self.tokens_seen,
@@ -293,6 +379,8 @@ class _Run:
 
     def checkpoint(self) -> None:
         """Save the training state, and the model too unless better weights are kept."""
+        if not self.world.is_main:
+            return
         if not (self.model_saved and self.config.keep_best):
             self.save_model(None)
         self.save_state()
@@ -306,11 +394,13 @@ class _Run:
                 "the previous checkpoint is intact"
             ) from None
 
-    def run_eval(self, final: bool) -> EvalResult:
+    def run_eval(self, final: bool) -> EvalResult | None:
         """Evaluate, log, and save the weights if they are the best so far (or always,
         without keep_best). Candidates are compared on the same tokens: the first
-        eval_tokens of the validation split."""
+        eval_tokens of the validation split. Process 0 only (the others return None)."""
         config = self.config
+        if not self.world.is_main:
+            return None
         result = evaluate(
             self.model,
             self.val_tokens,
@@ -362,26 +452,43 @@ class _Run:
             return time.perf_counter() - saved_time >= config.save_every_seconds
         return self.step % config.eval_interval == 0
 
-    def train_step(self, lr_multiplier: float) -> float:
+    def train_step(self, lr_multiplier: float, elapsed: float) -> float:
+        """One optimizer step over a whole batch: this process's micro-batches, their
+        gradients summed here and averaged over processes. Returns the elapsed time by
+        process 0's clock, which every process follows."""
         self.optimizer.set_lr_multiplier(lr_multiplier)
-        x, y = self.batches.next(self.device)
-        with autocast(self.device, self.config.cpu_bf16):
-            _, loss = self.model(x, y)
-        loss.backward()
+        # (accumulation, processes, micro-batch): process r takes column r of every row
+        starts = self.batches.draw().view(self.accumulation, self.world.size, self.micro_batch)
+        total = torch.zeros((), device=self.device)
+        for i, mine in enumerate(starts[:, self.world.rank]):
+            x, y = self.batches.load(mine, self.device)
+            last = i == self.accumulation - 1
+            sync = contextlib.nullcontext()
+            if self.world.distributed and not last:
+                sync = self._ddp().no_sync()  # gradients are averaged once, after the last
+            with sync:
+                with autocast(self.device, self.config.cpu_bf16):
+                    _, loss = self.forward(x, y)
+                (loss / self.accumulation).backward()
+            total += loss.detach()
         if self.config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        self.tokens_seen += x.numel()
-        value = loss.item()
+        self.tokens_seen += self.config.batch_size * self.model.config.context_window
+        value, elapsed = distributed.average_loss_and_main_clock(total / self.accumulation, elapsed)
         if not math.isfinite(value):
             raise TextgenError(
                 f"training diverged at step {self.step} (loss is {value}); lower --lr"
             )
         previous = self.smoothed_loss
         self.smoothed_loss = value if math.isnan(previous) else 0.9 * previous + 0.1 * value
-        return value
+        return elapsed
+
+    def _ddp(self):
+        module = self.forward
+        return getattr(module, "_orig_mod", module)  # under torch.compile
 
     def loop(self) -> TrainResult:
         config, model = self.config, self.model
@@ -394,6 +501,8 @@ class _Run:
                 config.steps,
                 config.time_budget,
                 self.step,
+                processes=self.world.size,
+                accumulation=self.accumulation,
             )
         )
         model.train()
@@ -403,28 +512,33 @@ class _Run:
         interrupted = False
         try:
             while True:
-                self.elapsed = elapsed_before + time.perf_counter() - start
+                if not self.world.distributed:  # else: process 0's clock at the last step
+                    self.elapsed = elapsed_before + time.perf_counter() - start
                 done = fraction_done(self.step, self.elapsed, config)
                 if done >= 1.0:
                     break
                 multiplier = lr_multiplier(
                     self.step, done, config.warmup_steps, config.cooldown_fraction
                 )
-                self.train_step(multiplier)
                 now = time.perf_counter()
-                self.elapsed = elapsed_before + now - start
+                self.elapsed = self.train_step(multiplier, elapsed_before + now - start)
+                now = time.perf_counter()
                 done = fraction_done(self.step, self.elapsed, config)
                 if now - last_report >= 0.25:
+                    speed = (self.tokens_seen - tokens_at_report) / (now - last_report)
                     self.callback(
                         StepReport(
                             step=self.step,
                             loss=self.smoothed_loss,
                             learning_rate=config.learning_rate * multiplier,
                             tokens_seen=self.tokens_seen,
-                            tokens_per_second=(self.tokens_seen - tokens_at_report)
-                            / (now - last_report),
+                            tokens_per_second=speed,
                             elapsed=self.elapsed,
                             fraction_done=done,
+                            flops_per_second=speed * self.flops_per_token,
+                            mfu=speed * self.flops_per_token / self.peak_flops
+                            if self.peak_flops
+                            else None,
                         )
                     )
                     last_report, tokens_at_report = now, self.tokens_seen

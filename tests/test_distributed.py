@@ -1,0 +1,90 @@
+"""Scale: gradient accumulation and data-parallel training across processes (torchrun,
+gloo on CPU) train the same model as one process taking the whole batch at once.
+
+The runs below use dropout 0: with dropout, each process draws its own masks, which is
+right but makes the runs differ by more than arithmetic. The tolerance, 1e-4 on weights of
+size ~0.02-1 after 4 steps, allows for sums taken in another order (float32).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import TINY, train_command
+
+from textgen import modeldir
+from textgen.config import TrainConfig
+from textgen.corpus import open_corpus
+from textgen.errors import TextgenError
+from textgen.train import train
+
+TOLERANCE = 1e-4
+
+
+def final_weights(folder) -> dict[str, torch.Tensor]:
+    return modeldir.load_train_state(folder)["model"]
+
+
+def assert_same_weights(a, b) -> None:
+    wa, wb = final_weights(a), final_weights(b)
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        assert torch.allclose(wa[name], wb[name], atol=TOLERANCE, rtol=0), name
+    # and the runs did move the weights (the comparison is not of two initialisations)
+    assert modeldir.load_train_state(a)["step"] == 4
+
+
+def _train(folder, corpus_file, **overrides):
+    config = TrainConfig(
+        steps=4, time_budget=None, batch_size=8, eval_interval=100, seed=0, **overrides
+    )
+    with open_corpus([str(corpus_file)]) as corpus:
+        return train(folder, corpus, config, dict(TINY, dropout=0.0), vocab_size=300)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_micro_batches_train_the_same_model_as_the_whole_batch(tmp_path, corpus_file, optimizer):
+    whole = _train(tmp_path / "whole", corpus_file, optimizer=optimizer)
+    parts = _train(tmp_path / "parts", corpus_file, optimizer=optimizer, micro_batch_size=2)
+    assert whole.tokens_seen == parts.tokens_seen == 4 * 8 * TINY["context_window"]
+    assert_same_weights(tmp_path / "whole", tmp_path / "parts")
+
+
+def test_a_batch_that_does_not_split_into_micro_batches_is_refused(tmp_path, corpus_file):
+    with pytest.raises(TextgenError, match="--micro-batch-size 3 does not divide the 8"):
+        _train(tmp_path / "m", corpus_file, micro_batch_size=3)
+
+
+def test_torchrun_with_two_processes_trains_what_one_process_trains(tmp_path, corpus_file):
+    # The same tokenizer in both folders, so only the training differs.
+    one, two = tmp_path / "one", tmp_path / "two"
+    subprocess.run(
+        [sys.executable, "-m", "textgen", "tokenizer", "train", str(corpus_file)]
+        + ["--model", str(one), "--vocab-size", "300"],
+        check=True,
+        capture_output=True,
+    )
+    two.mkdir()
+    shutil.copy(one / modeldir.TOKENIZER, two / modeldir.TOKENIZER)
+    options = ["--steps", "4", "--batch-size", "8", "--dropout", "0", "--seed", "0"]
+    single = subprocess.run(
+        train_command(corpus_file, one, *options, "--micro-batch-size", "4"),
+        capture_output=True,
+        text=True,
+    )
+    assert single.returncode == 0, single.stderr
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    argv = train_command(corpus_file, two, *options)[1:]  # after the interpreter
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    double = subprocess.run(
+        [*launcher, "--nproc-per-node", "2", *argv], capture_output=True, text=True, env=env
+    )
+    assert double.returncode == 0, double.stderr
+    assert "data parallel: 2 process(es) x 1 micro-batch(es) per step" in double.stderr
+    assert double.stderr.count("training done") == 1  # only process 0 reports
+    assert_same_weights(one, two)
