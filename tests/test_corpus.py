@@ -152,3 +152,11 @@ def test_an_unwritable_cache_folder_is_a_clear_error(tmp_path, tokenizer, monkey
     monkeypatch.setenv("TEXTGEN_CACHE", str(blocker))
     with open_corpus([str(blocker)]) as corpus, pytest.raises(TextgenError, match="TEXTGEN_CACHE"):
         cached_encoding(corpus, tokenizer)
+
+
+def test_encoding_reports_progress_up_to_the_corpus_size(tree, tokenizer, tmp_path):
+    seen: list[int] = []
+    with open_corpus([str(tree)]) as corpus:
+        encode_corpus(corpus, tokenizer, tmp_path / "t.bin", progress=seen.append, batch_chunks=1)
+        assert seen == sorted(seen) and seen[-1] == corpus.total_bytes
+        assert len(seen) == 2  # one report per batch: here, per file

@@ -115,7 +115,8 @@ def train(
         ),
     ] = None,
     val_fraction: Annotated[
-        float | None, typer.Option(help="Share of the corpus held out. [default: 0.1]")
+        float | None,
+        typer.Option(help="Share of the corpus held out, at most 262k tokens. [default: 0.1]"),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed. [default: 1337]")] = None,
     device: Annotated[

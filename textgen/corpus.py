@@ -238,7 +238,7 @@ def encode_corpus(
         def flush(batch: list[str]) -> int:
             nonlocal done
             written = 0
-            for ids in tokenizer.encode_batch(batch):
+            for ids in tokenizer.encode_batch(batch, clean=False):  # decoded from UTF-8
                 np.asarray(ids, dtype=dtype).tofile(out)
                 written += len(ids)
             done += sum(len(t.encode("utf-8")) for t in batch)

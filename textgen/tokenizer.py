@@ -133,9 +133,14 @@ class Tokenizer:
     def encode(self, text: str) -> list[int]:
         return self._hf.encode(clean_text(text), add_special_tokens=False).ids
 
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        encodings = self._hf.encode_batch([clean_text(t) for t in texts], add_special_tokens=False)
-        return [e.ids for e in encodings]
+    def encode_batch(self, texts: list[str], clean: bool = True) -> list[list[int]]:
+        """Encode several texts at once, on all cores. `clean=False` skips the search for
+        lone surrogates, for text decoded from UTF-8 (which cannot hold any)."""
+        if clean:
+            texts = [clean_text(t) for t in texts]
+        # the fast variant skips character offsets, which only cost time and memory here
+        encode = getattr(self._hf, "encode_batch_fast", self._hf.encode_batch)
+        return [e.ids for e in encode(texts, add_special_tokens=False)]
 
     def decode(self, ids: Iterable[int]) -> str:
         return b"".join(self.token_bytes[i] for i in ids).decode("utf-8", errors="replace")
