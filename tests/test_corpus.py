@@ -115,10 +115,17 @@ def test_tokenizer_sample_is_spread_over_the_whole_corpus(tmp_path):
         assert "".join(corpus.texts()) == "".join(p.read_text() for p in corpus.files)
 
 
-def test_second_encoding_of_the_same_text_comes_from_the_cache(tmp_path, tokenizer, monkeypatch):
+@pytest.fixture
+def notes(tmp_path, monkeypatch):
+    """A small text file, and a cache folder of the test's own."""
     monkeypatch.setenv("TEXTGEN_CACHE", str(tmp_path / "cache"))
     path = tmp_path / "notes.txt"
     path.write_text("the cat sees the moon\n" * 50)
+    return path
+
+
+def test_second_encoding_of_the_same_text_comes_from_the_cache(notes, tokenizer, tmp_path):
+    path = notes
     with open_corpus([str(path)]) as corpus:
         first, cached_first = cached_encoding(corpus, tokenizer)
         second, cached_second = cached_encoding(corpus, tokenizer)
@@ -132,11 +139,8 @@ def test_second_encoding_of_the_same_text_comes_from_the_cache(tmp_path, tokeniz
     assert tokenizer.decode(changed.array()[1:]) == path.read_text()
 
 
-def test_a_damaged_cache_entry_is_encoded_again(tmp_path, tokenizer, monkeypatch):
-    monkeypatch.setenv("TEXTGEN_CACHE", str(tmp_path / "cache"))
-    path = tmp_path / "notes.txt"
-    path.write_text("the cat sees the moon\n" * 50)
-    with open_corpus([str(path)]) as corpus:
+def test_a_damaged_cache_entry_is_encoded_again(notes, tokenizer):
+    with open_corpus([str(notes)]) as corpus:
         first, _ = cached_encoding(corpus, tokenizer)
         expected = np.array(first.array())
         with open(first.path, "r+b") as f:

@@ -88,3 +88,32 @@ def test_torchrun_with_two_processes_trains_what_one_process_trains(tmp_path, co
     assert "data parallel: 2 process(es) x 1 micro-batch(es) per step" in double.stderr
     assert double.stderr.count("training done") == 1  # only process 0 reports
     assert_same_weights(one, two)
+
+
+def test_training_flops_count_every_matrix_multiply_once():
+    """MFU's numerator: 6 FLOPs per matmul weight per token, plus attention; measured here
+    against a count of the multiply-adds of one forward pass (x3 for the backward)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from textgen.config import ModelConfig
+    from textgen.model import Transformer
+
+    config = ModelConfig(vocab_size=300, **TINY)
+    model = Transformer(config)
+    ids = torch.randint(0, 300, (1, config.context_window))
+    with FlopCounterMode(display=False) as counter:
+        model.attention_patterns(ids)  # attention as explicit matrix products, counted whole
+    measured = 3 * counter.get_total_flops() / config.context_window
+    assert model.training_flops_per_token() == pytest.approx(measured, rel=0.02)
+
+
+def test_peak_flops_can_be_given_for_any_device(monkeypatch):
+    from textgen.device import peak_flops
+
+    monkeypatch.setenv("TEXTGEN_PEAK_TFLOPS", "2.5")
+    assert peak_flops(torch.device("cpu")) == 2.5e12
+    monkeypatch.setenv("TEXTGEN_PEAK_TFLOPS", "fast")
+    with pytest.raises(TextgenError, match="TEXTGEN_PEAK_TFLOPS='fast': give a number"):
+        peak_flops(torch.device("cpu"))
+    monkeypatch.delenv("TEXTGEN_PEAK_TFLOPS")
+    assert peak_flops(torch.device("cpu")) is None  # unknown for CPUs

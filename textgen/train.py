@@ -1,4 +1,5 @@
-"""The training loop: corpus -> tokenizer -> token file -> model, with checkpoints.
+"""The training loop: batches in, a trained model out, with checkpoints (`textgen.data`
+turns the corpus into batches; `textgen.distributed` spreads a run over processes).
 
 It never prints: it reports through a callback that receives `Notice`, `StepReport`
 and `EvalReport` events (`textgen.render` draws them). A run stops at a number of steps
@@ -19,81 +20,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from textgen import distributed, modeldir
-from textgen.config import ModelConfig, TrainConfig, default_vocab_size
-from textgen.corpus import Corpus, TokenFile, cached_encoding
+from textgen import data, distributed, modeldir
+from textgen.config import ModelConfig, TrainConfig
+from textgen.corpus import Corpus, TokenFile
 from textgen.device import autocast, choose_device, peak_flops, prepare_device
 from textgen.errors import SettingError, TextgenError
 from textgen.evaluate import EvalResult, evaluate, token_byte_lengths
-from textgen.events import (
-    Callback,
-    EvalReport,
-    Notice,
-    RunStarted,
-    StepReport,
-    TrainResult,
-    Working,
-)
+from textgen.events import Callback, EvalReport, Notice, RunStarted, StepReport, TrainResult
 from textgen.model import Transformer
 from textgen.optim import fraction_done, lr_multiplier, make_optimizer
 from textgen.tokenizer import Tokenizer
-
-# The held-out share of the corpus is capped: the final validation pass reads all of it, and
-# past a quarter-million tokens more text changes the figure in its third decimal only.
-MAX_VAL_TOKENS = 2**18
-
-
-class Batches:
-    """Random windows of the training tokens, drawn with a seeded generator (so a resumed
-    run draws the same batches it would have drawn).
-
-    Every process draws the same starts for the whole batch and reads its own share of
-    them, so a batch is the same whatever the number of processes and micro-batches."""
-
-    def __init__(self, tokens: np.ndarray, context: int, batch_size: int, seed: int) -> None:
-        self.tokens, self.context, self.batch_size = tokens, context, batch_size
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def draw(self) -> torch.Tensor:
-        """The start positions of the next batch's windows, (batch_size,)."""
-        high = len(self.tokens) - self.context - 1
-        return torch.randint(0, high + 1, (self.batch_size,), generator=self.generator)
-
-    def load(self, starts: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs and targets (len(starts), context) for windows at `starts`."""
-        rows = np.stack([self.tokens[s : s + self.context + 1] for s in starts.tolist()])
-        batch = torch.from_numpy(rows.astype(np.int64))  # (B, T+1)
-        x, y = batch[:, :-1], batch[:, 1:]
-        if device.type == "cuda":
-            return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(
-                device, non_blocking=True
-            )
-        return x.to(device), y.to(device)
-
-    def next(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.load(self.draw(), device)
-
-
-def prepare_tokenizer(
-    folder: Path, corpus: Corpus, vocab_size: int | None, retrain: bool, report: Callback
-) -> Tokenizer:
-    """Use the folder's tokenizer if it has one (unless retraining), else train one."""
-    if (folder / modeldir.TOKENIZER).exists() and not retrain:
-        tokenizer = modeldir.load_tokenizer(folder)
-        if vocab_size is not None and vocab_size != tokenizer.vocab_size:
-            report(
-                Notice(
-                    f"keeping the folder's tokenizer ({tokenizer.vocab_size} tokens); "
-                    f"--vocab-size {vocab_size} is ignored",
-                    warning=True,
-                )
-            )
-        else:
-            report(Notice(f"using the folder's tokenizer ({tokenizer.vocab_size} tokens)"))
-        return tokenizer
-    if vocab_size is None:
-        vocab_size = default_vocab_size(corpus.total_bytes)
-    return Tokenizer.train_on(corpus, vocab_size, report)
 
 
 def train(
@@ -112,6 +48,7 @@ def train(
     holds a trained model is only replaced with `overwrite`.
     """
     device, world = _start(config)
+    data.micro_batches(config, world.size)  # a batch that does not split: say so before any work
     if not world.is_main:
         callback = _quiet  # process 0 reports for all
     tokenizer: Tokenizer | None = None
@@ -123,20 +60,20 @@ def train(
                 f"{folder} already holds a trained model; add --resume to continue training "
                 "it or --overwrite to replace it"
             )
-        tokenizer = prepare_tokenizer(folder, corpus, vocab_size, overwrite, callback)
+        tokenizer = data.prepare_tokenizer(folder, corpus, vocab_size, overwrite, callback)
         folder.mkdir(parents=True, exist_ok=True)
         modeldir.remove_temporaries(folder)
         if overwrite:
             for name in (modeldir.METRICS, modeldir.TRAIN_STATE, modeldir.WEIGHTS):
                 (folder / name).unlink(missing_ok=True)
         modeldir.save_tokenizer(folder, tokenizer)
-        return _encode(corpus, tokenizer, callback)
+        return data.encode(corpus, tokenizer, callback)
 
     token_file = distributed.on_main(prepare)
     tokenizer = tokenizer or modeldir.load_tokenizer(folder)
     torch.manual_seed(config.seed)  # the same initial weights in every process
     model = Transformer(ModelConfig(vocab_size=tokenizer.vocab_size, **architecture)).to(device)
-    train_tokens, val_tokens = _split(token_file, config, model.config.context_window)
+    train_tokens, val_tokens = data.split(token_file, config, model.config.context_window)
     run = _Run(folder, model, tokenizer, config, train_tokens, val_tokens, corpus, callback)
     return run.loop()
 
@@ -189,6 +126,7 @@ def resume(
         updates["time_budget"] = state["elapsed"] + more_time
     config = replace(config, **updates)
     device, world = _start(config)
+    data.micro_batches(config, world.size)  # a batch that does not split: say so before any work
     if not world.is_main:
         callback = _quiet  # process 0 reports for all
     tokenizer = modeldir.load_tokenizer(folder)
@@ -204,66 +142,15 @@ def resume(
     def prepare() -> TokenFile:  # in process 0 only
         modeldir.remove_temporaries(folder)
         callback(Notice(f"resuming {folder} from step {state['step']:,}"))
-        return _encode(corpus, tokenizer, callback)
+        return data.encode(corpus, tokenizer, callback)
 
     token_file = distributed.on_main(prepare)
-    train_tokens, val_tokens = _split(token_file, config, model.config.context_window)
+    train_tokens, val_tokens = data.split(token_file, config, model.config.context_window)
     if len(train_tokens) + len(val_tokens) != state.get("corpus_tokens"):
         callback(Notice("the corpus differs from the last run's: continuing on it", True))
     run = _Run(folder, model, tokenizer, config, train_tokens, val_tokens, corpus, callback)
     run.restore(state)
     return run.loop()
-
-
-def _encode(corpus: Corpus, tokenizer: Tokenizer, callback: Callback) -> TokenFile:
-    """The corpus as token ids, from the cache or encoded now (with progress)."""
-    started = time.perf_counter()
-    token_file, cached = cached_encoding(
-        corpus,
-        tokenizer,
-        lambda done: callback(Working("encoding the corpus", done, corpus.total_bytes)),
-    )
-    how = "found in the cache" if cached else f"in {time.perf_counter() - started:.1f}s"
-    callback(
-        Notice(
-            f"encoded {corpus.description}: {token_file.n_tokens:,} tokens "
-            f"({corpus.total_bytes / max(token_file.n_tokens, 1):.2f} bytes/token) {how}"
-        )
-    )
-    for warning in dict.fromkeys(corpus.warnings):  # unique, in order
-        callback(Notice(warning, warning=True))
-    return token_file
-
-
-def _split(token_file: TokenFile, config: TrainConfig, context: int) -> tuple[np.ndarray, ...]:
-    """The (train, validation) split of the token file: the last part is held out."""
-    tokens = token_file.array()
-    n_val = min(MAX_VAL_TOKENS, max(2, int(len(tokens) * config.val_fraction)))
-    train_tokens, val_tokens = tokens[:-n_val], tokens[-n_val:]
-    if len(train_tokens) < context + 1:
-        raise TextgenError(
-            f"the corpus is too small: {max(len(train_tokens), 0)} training tokens, but one "
-            f"context window needs {context + 1}; add text or lower --context"
-        )
-    return train_tokens, val_tokens
-
-
-def _micro_batches(config: TrainConfig, processes: int) -> tuple[int, int]:
-    """(sequences per forward pass, forward passes per step) in each process."""
-    per_process, rest = divmod(config.batch_size, processes)
-    if rest:
-        raise TextgenError(
-            f"--batch-size {config.batch_size} does not split evenly over {processes} "
-            f"processes; use a multiple of {processes}"
-        )
-    micro = config.micro_batch_size or per_process
-    if per_process % micro:
-        raise TextgenError(
-            f"--micro-batch-size {micro} does not divide the {per_process} sequences each "
-            f"process takes per step (--batch-size {config.batch_size} over {processes} "
-            "processes); use a divisor of it"
-        )
-    return micro, per_process // micro
 
 
 class _Run:
@@ -286,8 +173,8 @@ class _Run:
         self.corpus = corpus
         self.callback = callback
         self.device = next(model.parameters()).device
-        self.micro_batch, self.accumulation = _micro_batches(config, self.world.size)
-        self.batches = Batches(
+        self.micro_batch, self.accumulation = data.micro_batches(config, self.world.size)
+        self.batches = data.Batches(
             train_tokens, model.config.context_window, config.batch_size, config.seed
         )
         self.optimizer = make_optimizer(model, config, self.device)

@@ -1,0 +1,126 @@
+"""From text to training batches: the tokenizer, the token file, the held-out split, and
+the random windows each step trains on (split over processes and micro-batches).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from textgen import modeldir
+from textgen.config import TrainConfig, default_vocab_size
+from textgen.corpus import Corpus, TokenFile, cached_encoding
+from textgen.errors import TextgenError
+from textgen.events import Callback, Notice, Working
+from textgen.tokenizer import Tokenizer
+
+# The held-out share of the corpus is capped: the final validation pass reads all of it, and
+# past a quarter-million tokens more text changes the figure in its third decimal only.
+MAX_VAL_TOKENS = 2**18
+
+
+class Batches:
+    """Random windows of the training tokens, drawn with a seeded generator (so a resumed
+    run draws the same batches it would have drawn).
+
+    Every process draws the same starts for the whole batch and reads its own share of
+    them, so a batch is the same whatever the number of processes and micro-batches."""
+
+    def __init__(self, tokens: np.ndarray, context: int, batch_size: int, seed: int) -> None:
+        self.tokens, self.context, self.batch_size = tokens, context, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def draw(self) -> torch.Tensor:
+        """The start positions of the next batch's windows, (batch_size,)."""
+        high = len(self.tokens) - self.context - 1
+        return torch.randint(0, high + 1, (self.batch_size,), generator=self.generator)
+
+    def load(self, starts: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets (len(starts), context) for windows at `starts`."""
+        rows = np.stack([self.tokens[s : s + self.context + 1] for s in starts.tolist()])
+        batch = torch.from_numpy(rows.astype(np.int64))  # (B, T+1)
+        x, y = batch[:, :-1], batch[:, 1:]
+        if device.type == "cuda":
+            return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(
+                device, non_blocking=True
+            )
+        return x.to(device), y.to(device)
+
+    def next(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.load(self.draw(), device)
+
+
+def prepare_tokenizer(
+    folder: Path, corpus: Corpus, vocab_size: int | None, retrain: bool, report: Callback
+) -> Tokenizer:
+    """Use the folder's tokenizer if it has one (unless retraining), else train one."""
+    if (folder / modeldir.TOKENIZER).exists() and not retrain:
+        tokenizer = modeldir.load_tokenizer(folder)
+        if vocab_size is not None and vocab_size != tokenizer.vocab_size:
+            report(
+                Notice(
+                    f"keeping the folder's tokenizer ({tokenizer.vocab_size} tokens); "
+                    f"--vocab-size {vocab_size} is ignored",
+                    warning=True,
+                )
+            )
+        else:
+            report(Notice(f"using the folder's tokenizer ({tokenizer.vocab_size} tokens)"))
+        return tokenizer
+    if vocab_size is None:
+        vocab_size = default_vocab_size(corpus.total_bytes)
+    return Tokenizer.train_on(corpus, vocab_size, report)
+
+
+def encode(corpus: Corpus, tokenizer: Tokenizer, callback: Callback) -> TokenFile:
+    """The corpus as token ids, from the cache or encoded now (with progress)."""
+    started = time.perf_counter()
+    token_file, cached = cached_encoding(
+        corpus,
+        tokenizer,
+        lambda done: callback(Working("encoding the corpus", done, corpus.total_bytes)),
+    )
+    how = "found in the cache" if cached else f"in {time.perf_counter() - started:.1f}s"
+    callback(
+        Notice(
+            f"encoded {corpus.description}: {token_file.n_tokens:,} tokens "
+            f"({corpus.total_bytes / max(token_file.n_tokens, 1):.2f} bytes/token) {how}"
+        )
+    )
+    for warning in dict.fromkeys(corpus.warnings):  # unique, in order
+        callback(Notice(warning, warning=True))
+    return token_file
+
+
+def split(token_file: TokenFile, config: TrainConfig, context: int) -> tuple[np.ndarray, ...]:
+    """The (train, validation) split of the token file: the last part is held out."""
+    tokens = token_file.array()
+    n_val = min(MAX_VAL_TOKENS, max(2, int(len(tokens) * config.val_fraction)))
+    train_tokens, val_tokens = tokens[:-n_val], tokens[-n_val:]
+    if len(train_tokens) < context + 1:
+        raise TextgenError(
+            f"the corpus is too small: {max(len(train_tokens), 0)} training tokens, but one "
+            f"context window needs {context + 1}; add text or lower --context"
+        )
+    return train_tokens, val_tokens
+
+
+def micro_batches(config: TrainConfig, processes: int) -> tuple[int, int]:
+    """(sequences per forward pass, forward passes per step) in each process."""
+    per_process, rest = divmod(config.batch_size, processes)
+    if rest:
+        raise TextgenError(
+            f"--batch-size {config.batch_size} does not split evenly over {processes} "
+            f"processes; use a multiple of {processes}"
+        )
+    micro = config.micro_batch_size or per_process
+    if per_process % micro:
+        raise TextgenError(
+            f"--micro-batch-size {micro} does not divide the {per_process} sequences each "
+            f"process takes per step (--batch-size {config.batch_size} over {processes} "
+            "processes); use a divisor of it"
+        )
+    return micro, per_process // micro
