@@ -31,6 +31,16 @@ def test_rotary_attention_scores_depend_only_on_relative_position():
     assert score(10, 4) != pytest.approx(score(10, 9), abs=1e-3)  # distance matters
 
 
+def test_compiled_models_rotate_exactly_as_eager_ones():
+    """Under torch.compile the rotation is spelled in real numbers; it is the same."""
+    config = ModelConfig(vocab_size=300, context_window=64, n_layer=1, n_embd=32, n_head=2)
+    model = Transformer(config)
+    x = torch.randn(3, 2, 64, D)
+    complex_form = model.rotation(0, 64)
+    real_form = torch.stack((complex_form.real, complex_form.imag))
+    torch.testing.assert_close(apply_rotary(x, real_form), apply_rotary(x, complex_form))
+
+
 @pytest.mark.parametrize("qk_norm", [True, False])
 def test_qk_norm_bounds_the_attention_logits(qk_norm):
     torch.manual_seed(0)

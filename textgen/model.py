@@ -53,7 +53,14 @@ def rotary_tables(
 
 def apply_rotary(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
     """Rotate each pair of channels (0, 1), (2, 3), ... of x (B, H, T, D) by its position's
-    angle: as complex numbers, one multiplication by cos + i sin, (T, D/2)."""
+    angle: as complex numbers, one multiplication by cos + i sin, (T, D/2). Under
+    torch.compile `rotation` is the real pair (cos, sin), (2, T, D/2), and the same
+    rotation is spelled out (inductor generates no code for complex numbers)."""
+    if not rotation.is_complex():
+        cos, sin = rotation
+        even, odd = x.float().unflatten(-1, (-1, 2)).unbind(-1)  # (B, H, T, D/2) each
+        turned = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)
+        return turned.flatten(-2).type_as(x)
     pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))  # (B, H, T, D/2)
     return torch.view_as_real(pairs * rotation).flatten(-2).type_as(x)
 
@@ -212,6 +219,8 @@ class Transformer(nn.Module):
         # float32 even in a bf16 model: angles need the precision
         cos = self.rope_cos[start : start + length].float()
         sin = self.rope_sin[start : start + length].float()
+        if torch.compiler.is_compiling():
+            return torch.stack((cos, sin))  # (2, T, head_dim/2); see apply_rotary
         return torch.complex(cos, sin)  # (T, head_dim/2)
 
     def reset_buffers(self) -> None:
