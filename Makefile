@@ -32,6 +32,7 @@ bench: setup
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[bench]'
 	$(BIN)/python benchmarks/decode_speed.py
 	$(BIN)/python benchmarks/train_quality.py
+	$(BIN)/python benchmarks/data_pipeline.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
