@@ -105,10 +105,11 @@ class TrainView:
             self.work_started = time.monotonic()
             self.work.add_task(event.task, total=max(event.total, 1), size="", speed="")
         seconds = max(time.monotonic() - self.work_started, 1e-9)
+        digits = 0 if event.total >= 10 * 2**20 else 1
         self.work.update(
             self.work.task_ids[0],
             completed=event.done,
-            size=f"{event.done / 2**20:,.0f}/{event.total / 2**20:,.0f} MB",
+            size=f"{event.done / 2**20:,.{digits}f}/{event.total / 2**20:,.{digits}f} MB",
             speed=f"{event.done / 2**20 / seconds:,.1f} MB/s",
         )
 
@@ -129,12 +130,13 @@ class TrainView:
             f"{count(event.train_tokens)} training / {count(event.val_tokens)} validation tokens; "
             f"budget {' or '.join(budget)}",
         )
-        if event.processes > 1 or event.accumulation > 1:
-            notice(
-                self.console,
-                f"data parallel: {event.processes} process(es) x {event.accumulation} "
-                "micro-batch(es) per step",
-            )
+        parts = []
+        if event.processes > 1:
+            parts.append(f"data parallel over {event.processes} processes")
+        if event.accumulation > 1:
+            parts.append(f"gradients accumulated over {event.accumulation} micro-batches a step")
+        if parts:
+            notice(self.console, "; ".join(parts))
         if self.live:
             self.progress = Progress(
                 TextColumn("step [bold]{task.fields[step]}[/]"),
