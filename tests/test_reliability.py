@@ -213,31 +213,10 @@ def test_a_model_folder_cannot_run_code(tmp_path, trained_folder):
 
 
 def test_empty_and_whitespace_prompts_are_answered(capsys, monkeypatch, trained_folder):
-    code, out, err = run_cli(
-        capsys,
-        monkeypatch,
-        "generate",
-        "--model",
-        str(trained_folder),
-        "-n",
-        "5",
-        "--seed",
-        "0",
-        stdin="",
-    )
+    options = ("--model", str(trained_folder), "-n", "5", "--seed", "0")
+    code, out, err = run_cli(capsys, monkeypatch, "generate", *options, stdin="")
     assert code == 0 and "no prompt: writing from the start of a text" in err
-    code, out, err = run_cli(
-        capsys,
-        monkeypatch,
-        "generate",
-        "   ",
-        "--model",
-        str(trained_folder),
-        "-n",
-        "5",
-        "--seed",
-        "0",
-    )
+    code, out, err = run_cli(capsys, monkeypatch, "generate", "   ", *options)
     assert code == 0 and "only whitespace" in err
 
 
