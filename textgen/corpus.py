@@ -216,6 +216,11 @@ class TokenFile:
         return np.memmap(self.path, dtype=self.dtype, mode="r", shape=(self.n_tokens,))
 
 
+def token_dtype(vocab_size: int) -> np.dtype:
+    """uint16 when every token id fits, else uint32."""
+    return np.dtype(np.uint16 if vocab_size <= 2**16 else np.uint32)
+
+
 def encode_corpus(
     corpus: Corpus,
     tokenizer,
@@ -230,7 +235,7 @@ def encode_corpus(
     chunks whatever the corpus size.
     """
     batch_chunks = batch_chunks or max(8, 2 * (os.cpu_count() or 1))
-    dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
+    dtype = token_dtype(tokenizer.vocab_size)
     eot = np.asarray([tokenizer.eot_id], dtype=dtype)
     n_tokens = done = 0
     with open(out_path, "wb") as out:
@@ -257,7 +262,7 @@ def encode_corpus(
                 if len(pending) >= batch_chunks:
                     n_tokens += flush(pending)
         n_tokens += flush(pending) if pending else 0
-    return TokenFile(out_path, np.dtype(dtype).name, n_tokens)
+    return TokenFile(out_path, dtype.name, n_tokens)
 
 
 # -- the encoded-corpus cache ------------------------------------------------------------------
@@ -316,28 +321,21 @@ def cached_encoding(
             return TokenFile(path, meta["dtype"], meta["n_tokens"]), True
     except (OSError, ValueError, KeyError, TypeError):
         pass  # not cached, or a damaged entry: encode again
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key}.", suffix=".tmp")
-    os.close(fd)
+    from textgen.modeldir import atomic_write, write_json
+
     try:
-        encoded = encode_corpus(corpus, tokenizer, Path(tmp), progress)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: encode_corpus(corpus, tokenizer, tmp, progress))
+        dtype = token_dtype(tokenizer.vocab_size)
+        token_file = TokenFile(path, dtype.name, path.stat().st_size // dtype.itemsize)
+        meta = {"dtype": dtype.name, "n_tokens": token_file.n_tokens}
+        write_json(meta_path, {**meta, "corpus": corpus.description})
     except OSError as exc:
         raise TextgenError(
             f"could not write the encoded corpus in {folder} ({exc.strerror or exc}); "
             "free some space or point TEXTGEN_CACHE elsewhere"
         ) from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    meta = {"dtype": encoded.dtype, "n_tokens": encoded.n_tokens, "corpus": corpus.description}
-    _write_atomic(meta_path, json.dumps(meta))
     _evict(folder, keep=path)
-    return TokenFile(path, encoded.dtype, encoded.n_tokens), False
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    return token_file, False
 
 
 def _evict(folder: Path, keep: Path, limit: int = CACHE_MAX_BYTES) -> None:
