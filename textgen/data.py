@@ -49,9 +49,6 @@ class Batches:
             )
         return x.to(device), y.to(device)
 
-    def next(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.load(self.draw(), device)
-
 
 def prepare_tokenizer(
     folder: Path, corpus: Corpus, vocab_size: int | None, retrain: bool, report: Callback

@@ -127,19 +127,14 @@ class Muon(torch.optim.Optimizer):
                 update = p.grad.add(buffer, alpha=group["momentum"])  # Nesterov
                 rows, cols = p.shape
                 parts = update.view(group["blocks"], rows // group["blocks"], cols)
-                if parts.size(1) > cols:
-                    parts = parts.mT  # wide: the Gram matrix is the smaller side
                 pending.setdefault(tuple(parts.shape[1:]), []).append((p, parts, group))
         for same_shape in pending.values():
             stacked = torch.cat([parts for _, parts, _ in same_shape])
             orthogonal = orthogonalize(stacked).split([len(u) for _, u, _ in same_shape])
-            for (p, _, group), update in zip(same_shape, orthogonal, strict=True):
-                rows, cols = p.shape
-                block_rows = rows // group["blocks"]
-                if update.size(1) != block_rows:
-                    update = update.mT
+            for (p, parts, group), update in zip(same_shape, orthogonal, strict=True):
+                block_rows, cols = parts.shape[1:]
                 scale = max(1.0, block_rows / cols) ** 0.5  # tall matrices: same RMS step
-                p.add_(update.reshape(rows, cols).to(p.dtype), alpha=-group["lr"] * scale)
+                p.add_(update.view_as(p).to(p.dtype), alpha=-group["lr"] * scale)
 
 
 def lr_multiplier(
