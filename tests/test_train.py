@@ -115,3 +115,21 @@ def test_default_vocabulary_grows_with_the_corpus():
     assert default_vocab_size(20_000) == 512
     assert default_vocab_size(465_000) == 1024
     assert default_vocab_size(10**10) == 32768
+
+
+def test_one_validation_pass_gives_the_full_figure_and_the_checkpoint_yardstick(lm):
+    """The final pass reports all held-out tokens and, from the same pass, the figure on
+    the first eval_tokens that checkpoints are compared by: as two separate passes would."""
+    import numpy as np
+
+    from textgen.evaluate import evaluate, evaluate_with_head, token_byte_lengths
+
+    ids = np.array(lm.tokenizer.encode("The cat sees the moon by the sea. " * 40))
+    lengths = token_byte_lengths(lm.tokenizer.token_bytes)
+    full, head = evaluate_with_head(lm.model, ids, lengths, head_tokens=50)
+    expected_full = evaluate(lm.model, ids, lengths)
+    expected_head = evaluate(lm.model, ids, lengths, max_tokens=50)
+    assert (full.tokens, head.tokens) == (expected_full.tokens, 50) and full.tokens > 50
+    assert full.loss == pytest.approx(expected_full.loss, rel=1e-5)
+    assert head.loss == pytest.approx(expected_head.loss, rel=1e-5)
+    assert head.bits_per_byte == pytest.approx(expected_head.bits_per_byte, rel=1e-5)

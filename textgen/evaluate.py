@@ -121,6 +121,24 @@ def evaluate(
     return totals.result()
 
 
+def evaluate_with_head(
+    model: Transformer,
+    ids: np.ndarray,
+    byte_lengths: torch.Tensor,
+    head_tokens: int,
+    max_tokens: int | None = None,
+) -> tuple[EvalResult, EvalResult]:
+    """`evaluate`, and in the same pass the result of its first `head_tokens` predictions
+    (a fixed yardstick for comparing checkpoints while the full figure is reported)."""
+    totals, head = Totals(byte_lengths), Totals(byte_lengths)
+    for nll, targets in token_losses(model, ids, max_tokens=max_tokens):
+        totals.add(nll, targets)
+        take = max(0, min(len(nll), head_tokens - head.tokens))
+        if take:
+            head.add(nll[:take], targets[:take])
+    return totals.result(), head.result()
+
+
 @dataclass
 class ScoredText:
     """Per-token negative log-likelihoods (nats) of a text, after an end-of-text token."""

@@ -25,7 +25,7 @@ from textgen.config import ModelConfig, TrainConfig
 from textgen.corpus import Corpus, TokenFile
 from textgen.device import autocast, choose_device, peak_flops, prepare_device
 from textgen.errors import SettingError, TextgenError
-from textgen.evaluate import EvalResult, evaluate, token_byte_lengths
+from textgen.evaluate import EvalResult, evaluate_with_head, token_byte_lengths
 from textgen.events import Callback, EvalReport, Notice, RunStarted, StepReport, TrainResult
 from textgen.model import Transformer
 from textgen.optim import fraction_done, lr_multiplier, make_optimizer
@@ -297,17 +297,13 @@ class _Run:
         config = self.config
         if not self.world.is_main:
             return None
-        result = evaluate(
+        result, comparable = evaluate_with_head(
             self.model,
             self.val_tokens,
             self.byte_lengths,
+            head_tokens=config.eval_tokens,
             max_tokens=None if final else config.eval_tokens,
         )
-        comparable = result
-        if final and result.tokens > config.eval_tokens:
-            comparable = evaluate(
-                self.model, self.val_tokens, self.byte_lengths, max_tokens=config.eval_tokens
-            )
         improved = self.best is None or comparable.loss < self.best["loss"]
         if improved:
             self.best = {"loss": comparable.loss, "step": self.step}
