@@ -35,6 +35,7 @@ from textgen.config import (
     SIZE_PRESETS,
     ModelConfig,
     TrainConfig,
+    default_bpe_dropout,
     default_dropout,
     parse_duration,
 )
@@ -67,6 +68,9 @@ VARIANTS: dict[str, tuple[dict, dict, int | None]] = {
         {},
         None,
     ),
+    "layers-6": ({"n_layer": 6}, {}, None),
+    "width-192": ({"n_embd": 192, "n_head": 3}, {}, None),
+    "width-96": ({"n_embd": 96, "n_head": 3}, {}, None),
     "lr-1e-3": ({}, {"learning_rate": 1e-3}, None),
     "lr-4e-3": ({}, {"learning_rate": 4e-3}, None),
     "dropout-0.1": ({"dropout": 0.1}, {}, None),
@@ -85,6 +89,11 @@ VARIANTS: dict[str, tuple[dict, dict, int | None]] = {
     "batch-64": ({}, {"batch_size": 64}, None),
     "context-64": ({"context_window": 64}, {}, None),
     "context-256": ({"context_window": 256}, {}, None),
+    "no-bpe-dropout": ({}, {"bpe_dropout": 0.0}, None),
+    "bpe-dropout-0.1": ({}, {"bpe_dropout": 0.1}, None),
+    "bpe-dropout-0.2": ({}, {"bpe_dropout": 0.2}, None),
+    "bpe-dropout-0.05": ({}, {"bpe_dropout": 0.05}, None),
+    "dropout-0.0": ({"dropout": 0.0}, {}, None),
 }
 
 
@@ -165,8 +174,15 @@ def run_textgen(name: str, train_text: str, held_out: str, budget: float, seed: 
     layers, width, heads = SIZE_PRESETS["small"]
     architecture = dict(context_window=128, n_layer=layers, n_embd=width, n_head=heads)
     architecture.update(arch_changes)
-    architecture.setdefault("dropout", default_dropout(len(train_text.encode())))  # as the CLI
-    config = replace(TrainConfig(time_budget=budget, seed=seed, val_fraction=0.01), **train_changes)
+    corpus_bytes = len(train_text.encode())
+    architecture.setdefault("dropout", default_dropout(corpus_bytes))  # as the CLI sets them
+    config = TrainConfig(
+        time_budget=budget,
+        seed=seed,
+        val_fraction=0.01,
+        bpe_dropout=default_bpe_dropout(corpus_bytes),
+    )
+    config = replace(config, **train_changes)
     events = []
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "train.txt"

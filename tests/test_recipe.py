@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -147,3 +148,54 @@ def test_softcap_bounds_the_logits():
         model.unembed.weight.mul_(1000)
         logits, _ = model(torch.randint(0, 300, (1, 8)))
     assert logits.abs().max() <= 5.0
+
+
+def test_bpe_dropout_spells_the_same_text_with_other_tokens(tokenizer, corpus_file):
+    text = corpus_file.read_text()[:3000]
+    noisy = tokenizer.with_bpe_dropout(0.3)
+    spellings = [noisy.encode(text) for _ in range(3)]
+    assert all(tokenizer.decode(ids) == text for ids in spellings)
+    assert any(ids != tokenizer.encode(text) for ids in spellings)
+    assert all(len(ids) >= len(tokenizer.encode(text)) for ids in spellings)  # merges skipped
+    assert tokenizer.encode(text) == tokenizer.encode(text)  # the tokenizer itself is unchanged
+
+
+def _segmented(corpus_file, tokenizer, callback=lambda event: None, **changes):
+    from textgen import data
+    from textgen.corpus import open_corpus
+
+    config = TrainConfig(**{"steps": 1, "bpe_dropout": 0.2, "seed": 3, **changes})
+    with open_corpus([str(corpus_file)]) as corpus:
+        token_file = data.encode(corpus, tokenizer, lambda event: None)
+    train_tokens, _ = data.split(token_file, config, 32)
+    return train_tokens, data.segmentations(token_file, train_tokens, tokenizer, config, callback)
+
+
+def test_bpe_dropout_trains_on_copies_of_the_training_text_only(corpus_file, tokenizer):
+    from textgen import data
+
+    train_tokens, stream = _segmented(corpus_file, tokenizer)
+    tokens = stream.array()
+    assert np.array_equal(tokens[: len(train_tokens)], train_tokens)  # first, as it is
+    eot = tokenizer.eot_id
+    documents = np.count_nonzero(train_tokens == eot)
+    assert np.count_nonzero(tokens == eot) == documents * data.MAX_SEGMENTATIONS
+    held_in = tokenizer.decode(train_tokens[train_tokens != eot])
+    copies = np.split(tokens, np.flatnonzero(tokens == eot))
+    texts = [tokenizer.decode(c[c != eot]) for c in copies if len(c)]
+    # every copy spells one of the training documents: nothing of the held-out text
+    assert "".join(texts) == held_in * data.MAX_SEGMENTATIONS
+    assert not np.array_equal(tokens[len(train_tokens) :][: len(train_tokens)], train_tokens)
+
+
+def test_bpe_dropout_segmentations_are_kept_for_a_resume_and_none_without_it(
+    corpus_file, tokenizer
+):
+    notices = []
+    _, first = _segmented(corpus_file, tokenizer)
+    _, again = _segmented(corpus_file, tokenizer, notices.append)
+    assert np.array_equal(first.array(), again.array())
+    assert "found in the cache" in notices[-1].message
+    _, other_seed = _segmented(corpus_file, tokenizer, seed=4)
+    assert other_seed.path != first.path
+    assert _segmented(corpus_file, tokenizer, bpe_dropout=0.0)[1] is None

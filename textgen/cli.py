@@ -12,6 +12,7 @@ import json
 import os
 import re
 import sys
+from dataclasses import replace
 from typing import Annotated
 
 import typer
@@ -34,6 +35,7 @@ from textgen.config import (
     SampleConfig,
     TrainConfig,
     check_vocab_size,
+    default_bpe_dropout,
     default_dropout,
     parse_count,
     parse_duration,
@@ -80,6 +82,13 @@ def train(
     dropout: Annotated[
         float | None,
         typer.Option(help="Dropout while training. Default: 0.2 for corpora under 50 MB, else 0."),
+    ] = None,
+    bpe_dropout: Annotated[
+        float | None,
+        typer.Option(
+            help="Train on the text segmented anew, skipping each BPE merge with this "
+            "probability. Default: 0.1 for corpora under 50 MB, else 0."
+        ),
     ] = None,
     vocab_size: Annotated[
         str | None,
@@ -163,6 +172,7 @@ def train(
         "batch_size": batch_size,
         "micro_batch_size": micro_batch_size,
         "compile": compile,
+        "bpe_dropout": bpe_dropout,
         "learning_rate": lr,
         "eval_interval": eval_interval,
         "val_fraction": val_fraction,
@@ -198,6 +208,8 @@ def train(
     try:
         with open_corpus(corpus or []) as source, render.TrainView(console) as view:
             architecture.setdefault("dropout", default_dropout(source.total_bytes))
+            if not resume and bpe_dropout is None:
+                config = replace(config, bpe_dropout=default_bpe_dropout(source.total_bytes))
             if resume:
                 result = training.resume(folder, source, steps, time_budget, given, callback=view)
             else:

@@ -120,6 +120,7 @@ class TrainConfig:
     warmup_steps: int = 50
     cooldown_fraction: float = 0.4  # the last part of the run decays the learning rate to zero
     cpu_bf16: bool = False  # bf16 autocast for training on CPU
+    bpe_dropout: float = 0.0  # train on stochastic segmentations of a small corpus
     compile: bool | None = None  # torch.compile the model for training; None: on CUDA only
     optimizer: str = "muon"  # "muon" for the blocks' matrices (AdamW for the rest), or "adamw"
     muon_learning_rate: float = 0.02
@@ -153,6 +154,7 @@ class TrainConfig:
         _require(self.weight_decay >= 0, "weight decay must be >= 0")
         _require(self.warmup_steps >= 0, "warmup steps must be >= 0")
         _require(0 <= self.cooldown_fraction <= 1, "cooldown fraction must be within [0, 1]")
+        _require(0 <= self.bpe_dropout < 1, "BPE dropout must be within [0, 1)")
         _require(self.optimizer in ("adamw", "muon"), "optimizer must be 'adamw' or 'muon'")
         _require(self.eval_interval >= 1, "--eval-interval must be at least 1")
         _require(
@@ -263,6 +265,12 @@ def default_dropout(corpus_bytes: int) -> float:
     """0.2 for corpora a run reads many times over (below 50 MB), where the model would
     otherwise memorise its training text; none for large corpora."""
     return 0.2 if corpus_bytes < SMALL_CORPUS_BYTES else 0.0
+
+
+def default_bpe_dropout(corpus_bytes: int) -> float:
+    """0.1 for corpora below 50 MB, which a run reads many times over: each pass then sees
+    the text segmented anew (`data.segmentations`); none for large corpora."""
+    return 0.1 if corpus_bytes < SMALL_CORPUS_BYTES else 0.0
 
 
 def check_vocab_size(size: int) -> int:

@@ -304,6 +304,19 @@ def cached_encoding(
 ) -> tuple[TokenFile, bool]:
     """The corpus's token file from the cache, encoding it first if it is not there yet.
     Returns the file and whether it came from the cache."""
+    return cached_tokens(
+        corpus_key(corpus, tokenizer.to_json()),
+        token_dtype(tokenizer.vocab_size),
+        lambda tmp: encode_corpus(corpus, tokenizer, tmp, progress),
+        corpus.description,
+    )
+
+
+def cached_tokens(
+    key: str, dtype: np.dtype, write: Callable[[Path], object], description: str
+) -> tuple[TokenFile, bool]:
+    """The cache entry `key`: a token file that `write(path)` makes on a miss (or when the
+    entry is damaged). Returns the file and whether it came from the cache."""
     folder = cache_folder() / "tokens"
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -312,7 +325,6 @@ def cached_encoding(
             f"{folder}: cannot create the cache folder ({exc.strerror}); "
             "point TEXTGEN_CACHE at a writable folder"
         ) from None
-    key = corpus_key(corpus, tokenizer.to_json())
     path, meta_path = folder / f"{key}.bin", folder / f"{key}.json"
     try:
         meta = json.loads(meta_path.read_text())
@@ -320,15 +332,14 @@ def cached_encoding(
             os.utime(path)  # recently used: evicted last
             return TokenFile(path, meta["dtype"], meta["n_tokens"]), True
     except (OSError, ValueError, KeyError, TypeError):
-        pass  # not cached, or a damaged entry: encode again
+        pass  # not cached, or a damaged entry: make it again
     from textgen.modeldir import atomic_write, write_json
 
     try:
-        atomic_write(path, lambda tmp: encode_corpus(corpus, tokenizer, tmp, progress))
-        dtype = token_dtype(tokenizer.vocab_size)
+        atomic_write(path, write)
         token_file = TokenFile(path, dtype.name, path.stat().st_size // dtype.itemsize)
         meta = {"dtype": dtype.name, "n_tokens": token_file.n_tokens}
-        write_json(meta_path, {**meta, "corpus": corpus.description})
+        write_json(meta_path, {**meta, "corpus": description})
     except OSError as exc:
         raise TextgenError(
             f"could not write the encoded corpus in {folder} ({exc.strerror or exc}); "

@@ -4,6 +4,7 @@ the random windows each step trains on (split over processes and micro-batches).
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 
 from textgen import modeldir
 from textgen.config import TrainConfig, default_vocab_size
-from textgen.corpus import Corpus, TokenFile, cached_encoding
+from textgen.corpus import Corpus, TokenFile, cached_encoding, cached_tokens
 from textgen.errors import TextgenError
 from textgen.events import Callback, Notice, Working
 from textgen.tokenizer import Tokenizer
@@ -20,6 +21,12 @@ from textgen.tokenizer import Tokenizer
 # The held-out share of the corpus is capped: the final validation pass reads all of it, and
 # past a quarter-million tokens more text changes the figure in its third decimal only.
 MAX_VAL_TOKENS = 2**18
+
+# BPE-dropout keeps at most this many segmentations of the training text, and at most this
+# many tokens of them all together (32 MB as uint16): a corpus of a few MB gets fewer
+# copies, and one past ~16M tokens none (a run reads such a corpus only a few times).
+MAX_SEGMENTATIONS = 16
+SEGMENTATION_TOKENS = 2**24
 
 
 class Batches:
@@ -103,6 +110,66 @@ def split(token_file: TokenFile, config: TrainConfig, context: int) -> tuple[np.
             f"context window needs {context + 1}; add text or lower --context"
         )
     return train_tokens, val_tokens
+
+
+def segmentations(
+    token_file: TokenFile,
+    train_tokens: np.ndarray,
+    tokenizer: Tokenizer,
+    config: TrainConfig,
+    callback: Callback,
+) -> TokenFile | None:
+    """The training tokens followed by other segmentations of the same text (BPE-dropout),
+    from the cache or made now; None without BPE-dropout or when the corpus is too large
+    for a second copy.
+
+    A small corpus is read many times over in a run: each copy, segmented anew, spells
+    the same words with other tokens, so the model learns how tokens compose instead of
+    memorising one token sequence. The dropout's randomness is the tokenizer's own (not
+    seeded); the cache keeps a run's segmentations, so a resume or a rerun with the same
+    seed trains on the same ones."""
+    copies = min(MAX_SEGMENTATIONS, SEGMENTATION_TOKENS // max(len(train_tokens), 1))
+    if config.bpe_dropout == 0 or copies < 2:
+        return None
+    recipe = f"{token_file.path.stem} {len(train_tokens)} {config.bpe_dropout} {copies}"
+    key = hashlib.sha256(f"{recipe} {config.seed}".encode()).hexdigest()[:32]
+    started = time.perf_counter()
+    stream, cached = cached_tokens(
+        key,
+        np.dtype(token_file.dtype),
+        lambda path: _write_segmentations(path, train_tokens, tokenizer, config, copies),
+        f"{copies} segmentations (BPE-dropout {config.bpe_dropout:g})",
+    )
+    how = "found in the cache" if cached else f"in {time.perf_counter() - started:.1f}s"
+    callback(
+        Notice(
+            f"BPE-dropout {config.bpe_dropout:g}: the training text in {copies} "
+            f"segmentations, {stream.n_tokens:,} tokens, {how}"
+        )
+    )
+    return stream
+
+
+def _write_segmentations(
+    path: Path, tokens: np.ndarray, tokenizer: Tokenizer, config: TrainConfig, copies: int
+) -> None:
+    """`tokens` as they are, then copies - 1 new segmentations of their documents."""
+    eot = np.asarray([tokenizer.eot_id], dtype=tokens.dtype)
+    starts = np.flatnonzero(tokens == tokenizer.eot_id).tolist()  # each document's first
+    bounds = zip([0, *starts], [*starts, len(tokens)], strict=True)
+    table = tokenizer.token_bytes  # the end-of-text token stands for no bytes
+    texts = [
+        b"".join(table[i] for i in tokens[a:b].tolist()).decode("utf-8", errors="replace")
+        for a, b in bounds
+        if b > a
+    ]
+    noisy = tokenizer.with_bpe_dropout(config.bpe_dropout)
+    with open(path, "wb") as out:
+        np.asarray(tokens).tofile(out)
+        for _ in range(copies - 1):
+            for ids in noisy.encode_batch(texts, clean=False):  # decoded from UTF-8
+                eot.tofile(out)
+                np.asarray(ids, dtype=tokens.dtype).tofile(out)
 
 
 def micro_batches(config: TrainConfig, processes: int) -> tuple[int, int]:

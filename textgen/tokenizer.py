@@ -142,6 +142,13 @@ class Tokenizer:
         encode = getattr(self._hf, "encode_batch_fast", self._hf.encode_batch)
         return [e.ids for e in encode(texts, add_special_tokens=False)]
 
+    def with_bpe_dropout(self, p: float) -> Tokenizer:
+        """A copy that skips each merge with probability p, so the same text gets a
+        different segmentation each time it is encoded (BPE-dropout, Provilkov et al.)."""
+        hf = HFTokenizer.from_str(self.to_json())
+        hf.model.dropout = p
+        return Tokenizer(hf)
+
     def decode(self, ids: Iterable[int]) -> str:
         return b"".join(self.token_bytes[i] for i in ids).decode("utf-8", errors="replace")
 

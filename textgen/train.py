@@ -74,7 +74,10 @@ def train(
     torch.manual_seed(config.seed)  # the same initial weights in every process
     model = Transformer(ModelConfig(vocab_size=tokenizer.vocab_size, **architecture)).to(device)
     train_tokens, val_tokens = data.split(token_file, config, model.config.context_window)
-    run = _Run(folder, model, tokenizer, config, train_tokens, val_tokens, corpus, callback)
+    stream = distributed.on_main(
+        lambda: data.segmentations(token_file, train_tokens, tokenizer, config, callback)
+    )
+    run = _Run(folder, model, tokenizer, config, train_tokens, val_tokens, corpus, callback, stream)
     return run.loop()
 
 
@@ -148,7 +151,10 @@ def resume(
     train_tokens, val_tokens = data.split(token_file, config, model.config.context_window)
     if len(train_tokens) + len(val_tokens) != state.get("corpus_tokens"):
         callback(Notice("the corpus differs from the last run's: continuing on it", True))
-    run = _Run(folder, model, tokenizer, config, train_tokens, val_tokens, corpus, callback)
+    stream = distributed.on_main(
+        lambda: data.segmentations(token_file, train_tokens, tokenizer, config, callback)
+    )
+    run = _Run(folder, model, tokenizer, config, train_tokens, val_tokens, corpus, callback, stream)
     run.restore(state)
     return run.loop()
 
@@ -166,7 +172,10 @@ class _Run:
         val_tokens: np.ndarray,
         corpus: Corpus,
         callback: Callback,
+        stream: TokenFile | None = None,
     ) -> None:
+        """`stream`, when given, is what batches are drawn from instead of `train_tokens`
+        (the training text in several segmentations, see `data.segmentations`)."""
         self.folder, self.model, self.tokenizer, self.config = folder, model, tokenizer, config
         self.train_tokens, self.val_tokens = train_tokens, val_tokens
         self.world = distributed.world()
@@ -175,7 +184,10 @@ class _Run:
         self.device = next(model.parameters()).device
         self.micro_batch, self.accumulation = data.micro_batches(config, self.world.size)
         self.batches = data.Batches(
-            train_tokens, model.config.context_window, config.batch_size, config.seed
+            stream.array() if stream else train_tokens,
+            model.config.context_window,
+            config.batch_size,
+            config.seed,
         )
         self.optimizer = make_optimizer(model, config, self.device)
         self.forward = self._training_module()
