@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 
 import torch
@@ -39,6 +40,20 @@ def autocast(device: torch.device, cpu_bf16: bool = False) -> contextlib.Abstrac
 # Above this many weight bytes (fp32) decoding streams the weights from memory for every
 # token (they no longer fit in a CPU's last-level cache): halving them nearly doubles speed.
 STREAMING_BYTES = 32 * 2**20
+
+
+@functools.cache
+def fast_bf16_matmul(device: torch.device) -> bool:
+    """Whether bf16 matrix products are faster than float32 ones here: on CUDA GPUs that
+    support bf16, and on CPUs where oneDNN has bf16 kernels (AVX-512, AMX, Arm BF16)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
 
 
 def inference_dtype(name: str, device: torch.device, parameters: int) -> torch.dtype:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from textgen.config import TrainConfig
+from textgen.device import fast_bf16_matmul
 from textgen.model import Transformer
 
 
@@ -84,20 +85,26 @@ def make_optimizer(model: Transformer, config: TrainConfig, device: torch.device
     return Optimizers(muon, adamw)
 
 
-def orthogonalize(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
+def orthogonalize(
+    g: torch.Tensor, steps: int = 5, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """The nearest semi-orthogonal matrix to G = U S V^T, approximately U V^T, by a quintic
     Newton-Schulz iteration (the coefficients make singular values rise fast from near
     zero, at the cost of landing in about [0.7, 1.2] rather than exactly on 1). Works on
-    a batch of matrices (..., m, n)."""
+    a batch of matrices (..., m, n). bf16 is as good here (the iteration is no more
+    exact than bf16) and, where the hardware has bf16 matrix units, twice as fast."""
     a, b, c = 3.4445, -4.7750, 2.0315
-    x = g.float()
+    x = g.to(dtype)
     wide = x.size(-2) <= x.size(-1)
     if not wide:
         x = x.mT
     x = x / (x.norm(dim=(-2, -1), keepdim=True) + 1e-7)  # singular values now <= 1
+    batched = x.reshape(-1, *x.shape[-2:])
     for _ in range(steps):
-        gram = x @ x.mT
-        x = a * x + (b * gram + c * gram @ gram) @ x
+        gram = batched @ batched.mT
+        polynomial = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)  # b*A + c*A@A
+        batched = torch.baddbmm(batched, polynomial, batched, beta=a)  # a*X + (...)@X
+    x = batched.view(x.shape)
     return x if wide else x.mT
 
 
@@ -130,7 +137,9 @@ class Muon(torch.optim.Optimizer):
                 pending.setdefault(tuple(parts.shape[1:]), []).append((p, parts, group))
         for same_shape in pending.values():
             stacked = torch.cat([parts for _, parts, _ in same_shape])
-            orthogonal = orthogonalize(stacked).split([len(u) for _, u, _ in same_shape])
+            dtype = torch.bfloat16 if fast_bf16_matmul(stacked.device) else torch.float32
+            orthogonal = orthogonalize(stacked, dtype=dtype)
+            orthogonal = orthogonal.split([len(u) for _, u, _ in same_shape])
             for (p, parts, group), update in zip(same_shape, orthogonal, strict=True):
                 block_rows, cols = parts.shape[1:]
                 scale = max(1.0, block_rows / cols) ** 0.5  # tall matrices: same RMS step
