@@ -215,41 +215,50 @@ def run_textgen(name: str, train_text: str, held_out: str, budget: float, seed: 
     }
 
 
-def throughput(recipe: dict, train_changes: dict, seconds: float) -> float:
+class Throughput:
     """Training tokens/s of one recipe at a fixed size (4 x 128, vocabulary 2048, context
-    128, batch 32) on random tokens, after 5 warm-up steps."""
-    torch.manual_seed(0)
-    config = ModelConfig(
-        vocab_size=2048, context_window=128, n_layer=4, n_embd=128, n_head=4, **recipe
-    )
-    model = Transformer(config)
-    settings = replace(TrainConfig(), **train_changes)
-    optimizer = make_optimizer(model, settings, torch.device("cpu"))
-    data = torch.randint(0, 2048, (32, 129))
-    steps, start = -5, None
-    while start is None or time.perf_counter() - start < seconds:
-        if steps == 0:
-            start = time.perf_counter()
-        with autocast(torch.device("cpu"), settings.cpu_bf16):
-            _, loss = model(data[:, :-1], data[:, 1:])
+    128, batch 32) on random tokens. `measure(seconds)` adds one timed stretch, after 5
+    warm-up steps the first time; recipes measured in turns see the same machine."""
+
+    def __init__(self, recipe: dict, train_changes: dict) -> None:
+        torch.manual_seed(0)
+        config = ModelConfig(
+            vocab_size=2048, context_window=128, n_layer=4, n_embd=128, n_head=4, **recipe
+        )
+        self.model = Transformer(config)
+        self.settings = replace(TrainConfig(), **train_changes)
+        self.optimizer = make_optimizer(self.model, self.settings, torch.device("cpu"))
+        self.data = torch.randint(0, 2048, (32, 129))
+        self.rates: list[float] = []
+        for _ in range(5):
+            self._step()
+
+    def _step(self) -> None:
+        with autocast(torch.device("cpu"), self.settings.cpu_bf16):
+            _, loss = self.model(self.data[:, :-1], self.data[:, 1:])
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        steps += 1
-    return steps * 32 * 128 / (time.perf_counter() - start)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def measure(self, seconds: float) -> None:
+        steps, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            self._step()
+            steps += 1
+        self.rates.append(steps * 32 * 128 / (time.perf_counter() - start))
 
 
 CLASSIC_SHAPE = dict(position="learned", norm="layernorm", activation="gelu")
+ROUNDS = 5  # each recipe's time is split into this many turns, taken in rotation
 
 
 def throughput_table(seconds: float, variants: list[str], dropout: float) -> None:
     print(
         f"\ntraining throughput at equal size (4x128, vocab 2048, context 128, batch 32), "
-        f"{seconds:g} s each"
+        f"{seconds:g} s each in {ROUNDS} turns, median"
     )
-    base = throughput(CLASSIC_SHAPE, {"optimizer": "adamw"}, seconds)
-    print(f"  {'classic':<24}{base:>8.0f} tok/s   1.00x")
+    recipes = {"classic": Throughput(CLASSIC_SHAPE, {"optimizer": "adamw"})}
     for name in variants:
         if name == "classic":
             continue
@@ -260,8 +269,15 @@ def throughput_table(seconds: float, variants: list[str], dropout: float) -> Non
             if k not in ("n_layer", "n_embd", "n_head", "context_window")
         }
         arch.setdefault("dropout", dropout)  # as the CLI would on this corpus
-        rate = throughput(arch, changes, seconds)
-        print(f"  {name:<24}{rate:>8.0f} tok/s   {rate / base:.2f}x", flush=True)
+        recipes[name] = Throughput(arch, changes)
+    for _ in range(ROUNDS):
+        for recipe in recipes.values():
+            recipe.measure(seconds / ROUNDS)
+    base = statistics.median(recipes["classic"].rates)
+    for name, recipe in recipes.items():
+        rate = statistics.median(recipe.rates)
+        spread = f"{min(recipe.rates):.0f}-{max(recipe.rates):.0f}"
+        print(f"  {name:<28}{rate:>8.0f} tok/s  ({spread})  {rate / base:.2f}x")
 
 
 def main() -> None:

@@ -139,6 +139,7 @@ def one_line_error(code: int, err: str, expected_code: int, message: str) -> Non
         (["train", "--context", "0"], 2, "context window must be at least 2"),
         (["train", "--vocab-size", "100"], 2, "--vocab-size must be at least 257"),
         (["train", "--lr", "-1"], 2, "--lr must be a positive number"),
+        (["train", "--bpe-dropout", "1"], 2, "--bpe-dropout must be within [0, 1)"),
         (["train", "--save-every", "0"], 2, "--save-every must be at least 1"),
         (["train", "--device", "tpu"], 2, "--device"),
     ],

@@ -154,7 +154,7 @@ class TrainConfig:
         _require(self.weight_decay >= 0, "weight decay must be >= 0")
         _require(self.warmup_steps >= 0, "warmup steps must be >= 0")
         _require(0 <= self.cooldown_fraction <= 1, "cooldown fraction must be within [0, 1]")
-        _require(0 <= self.bpe_dropout < 1, "BPE dropout must be within [0, 1)")
+        _require(0 <= self.bpe_dropout < 1, "--bpe-dropout must be within [0, 1)")
         _require(self.optimizer in ("adamw", "muon"), "optimizer must be 'adamw' or 'muon'")
         _require(self.eval_interval >= 1, "--eval-interval must be at least 1")
         _require(
