@@ -199,3 +199,14 @@ def test_bpe_dropout_segmentations_are_kept_for_a_resume_and_none_without_it(
     _, other_seed = _segmented(corpus_file, tokenizer, seed=4)
     assert other_seed.path != first.path
     assert _segmented(corpus_file, tokenizer, bpe_dropout=0.0)[1] is None
+
+
+def test_bpe_dropout_says_so_when_the_corpus_leaves_no_room_for_a_copy(
+    corpus_file, tokenizer, monkeypatch
+):
+    from textgen import data
+
+    monkeypatch.setattr(data, "SEGMENTATION_TOKENS", 1000)
+    notices = []
+    assert _segmented(corpus_file, tokenizer, notices.append)[1] is None
+    assert "BPE-dropout is off" in notices[-1].message

@@ -129,7 +129,15 @@ def segmentations(
     seeded); the cache keeps a run's segmentations, so a resume or a rerun with the same
     seed trains on the same ones."""
     copies = min(MAX_SEGMENTATIONS, SEGMENTATION_TOKENS // max(len(train_tokens), 1))
-    if config.bpe_dropout == 0 or copies < 2:
+    if config.bpe_dropout == 0:
+        return None
+    if copies < 2:
+        callback(
+            Notice(
+                f"BPE-dropout is off: {len(train_tokens):,} training tokens leave no room for "
+                f"a second segmentation (at most {SEGMENTATION_TOKENS:,} tokens in all)"
+            )
+        )
         return None
     recipe = f"{token_file.path.stem} {len(train_tokens)} {config.bpe_dropout} {copies}"
     key = hashlib.sha256(f"{recipe} {config.seed}".encode()).hexdigest()[:32]
