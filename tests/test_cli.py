@@ -17,14 +17,16 @@ ANSI = re.compile(r"\x1b\[")
 
 
 def run(
-    *args: str, stdin: str | None = None, env: dict | None = None
+    *args: str, stdin: str | None = None, env: dict | None = None, text: bool = True
 ) -> subprocess.CompletedProcess:
+    """`textgen ARGS` as a subprocess; `text=False` keeps stdout as bytes (text mode would
+    turn a generated carriage return into a newline)."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "textgen", *args],
-        input=stdin,
+        input=stdin if text or stdin is None else stdin.encode(),
         capture_output=True,
-        text=True,
+        text=text,
         env=full_env,
         timeout=300,
     )
@@ -86,8 +88,9 @@ def test_stdout_is_exactly_the_generated_text(cli_model):
         modeldir.load(cli_model), "A child", SampleConfig(seed=11, max_new_tokens=30)
     )
     list(completion)
-    result = run("generate", "A child", "--model", str(cli_model), "--seed", "11", "-n", "30")
-    assert result.stdout == completion.texts[0]
+    argv = ("generate", "A child", "--model", str(cli_model), "--seed", "11", "-n", "30")
+    result = run(*argv, text=False)
+    assert result.stdout.decode("utf-8") == completion.texts[0]
 
 
 def test_long_prompt_gets_a_one_line_notice_on_stderr(cli_model):
