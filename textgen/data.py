@@ -128,9 +128,9 @@ def segmentations(
     memorising one token sequence. The dropout's randomness is the tokenizer's own (not
     seeded); the cache keeps a run's segmentations, so a resume or a rerun with the same
     seed trains on the same ones."""
-    copies = min(MAX_SEGMENTATIONS, SEGMENTATION_TOKENS // max(len(train_tokens), 1))
     if config.bpe_dropout == 0:
         return None
+    copies = min(MAX_SEGMENTATIONS, SEGMENTATION_TOKENS // max(len(train_tokens), 1))
     if copies < 2:
         callback(
             Notice(
@@ -145,7 +145,9 @@ def segmentations(
     stream, cached = cached_tokens(
         key,
         np.dtype(token_file.dtype),
-        lambda path: _write_segmentations(path, train_tokens, tokenizer, config, copies),
+        lambda path: _write_segmentations(
+            path, train_tokens, tokenizer, config.bpe_dropout, copies
+        ),
         f"{copies} segmentations (BPE-dropout {config.bpe_dropout:g})",
     )
     how = "found in the cache" if cached else f"in {time.perf_counter() - started:.1f}s"
@@ -159,7 +161,7 @@ def segmentations(
 
 
 def _write_segmentations(
-    path: Path, tokens: np.ndarray, tokenizer: Tokenizer, config: TrainConfig, copies: int
+    path: Path, tokens: np.ndarray, tokenizer: Tokenizer, dropout: float, copies: int
 ) -> None:
     """`tokens` as they are, then copies - 1 new segmentations of their documents."""
     eot = np.asarray([tokenizer.eot_id], dtype=tokens.dtype)
@@ -171,7 +173,7 @@ def _write_segmentations(
         for a, b in bounds
         if b > a
     ]
-    noisy = tokenizer.with_bpe_dropout(config.bpe_dropout)
+    noisy = tokenizer.with_bpe_dropout(dropout)
     with open(path, "wb") as out:
         np.asarray(tokens).tofile(out)
         for _ in range(copies - 1):
