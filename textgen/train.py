@@ -74,10 +74,9 @@ def train(
     torch.manual_seed(config.seed)  # the same initial weights in every process
     model = Transformer(ModelConfig(vocab_size=tokenizer.vocab_size, **architecture)).to(device)
     train_tokens, val_tokens = data.split(token_file, config, model.config.context_window)
-    stream = distributed.on_main(
-        lambda: data.segmentations(token_file, train_tokens, tokenizer, config, callback)
+    run = _Run(
+        folder, model, tokenizer, config, token_file, train_tokens, val_tokens, corpus, callback
     )
-    run = _Run(folder, model, tokenizer, config, train_tokens, val_tokens, corpus, callback, stream)
     return run.loop()
 
 
@@ -151,10 +150,9 @@ def resume(
     train_tokens, val_tokens = data.split(token_file, config, model.config.context_window)
     if len(train_tokens) + len(val_tokens) != state.get("corpus_tokens"):
         callback(Notice("the corpus differs from the last run's: continuing on it", True))
-    stream = distributed.on_main(
-        lambda: data.segmentations(token_file, train_tokens, tokenizer, config, callback)
+    run = _Run(
+        folder, model, tokenizer, config, token_file, train_tokens, val_tokens, corpus, callback
     )
-    run = _Run(folder, model, tokenizer, config, train_tokens, val_tokens, corpus, callback, stream)
     run.restore(state)
     return run.loop()
 
@@ -168,14 +166,14 @@ class _Run:
         model: Transformer,
         tokenizer: Tokenizer,
         config: TrainConfig,
+        token_file: TokenFile,
         train_tokens: np.ndarray,
         val_tokens: np.ndarray,
         corpus: Corpus,
         callback: Callback,
-        stream: TokenFile | None = None,
     ) -> None:
-        """`stream`, when given, is what batches are drawn from instead of `train_tokens`
-        (the training text in several segmentations, see `data.segmentations`)."""
+        """Batches are drawn from `train_tokens`, or, with BPE-dropout, from the training
+        text in several segmentations (`data.segmentations`, made by process 0)."""
         self.folder, self.model, self.tokenizer, self.config = folder, model, tokenizer, config
         self.train_tokens, self.val_tokens = train_tokens, val_tokens
         self.world = distributed.world()
@@ -183,6 +181,9 @@ class _Run:
         self.callback = callback
         self.device = next(model.parameters()).device
         self.micro_batch, self.accumulation = data.micro_batches(config, self.world.size)
+        stream = distributed.on_main(
+            lambda: data.segmentations(token_file, train_tokens, tokenizer, config, callback)
+        )
         self.batches = data.Batches(
             stream.array() if stream else train_tokens,
             model.config.context_window,
