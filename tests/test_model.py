@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from textgen.config import ModelConfig
-from textgen.model import KVCache, Transformer
+from textgen.model import KVCache, Transformer, dropout, squared_relu
 
 VARIANTS = [
     dict(position="rope", norm="rmsnorm", activation="gelu", tie_embeddings=True),
@@ -82,3 +82,44 @@ def test_tied_embeddings_share_one_matrix():
     assert model.unembed.weight is model.embed.weight
     untied = small_model(tie_embeddings=False)
     assert untied.num_parameters() == model.num_parameters() + 300 * 32
+
+
+def test_squared_relu_has_the_gradient_of_relu_squared():
+    x = torch.randn(64, dtype=torch.float64, requires_grad=True)
+    x.data[:4] = torch.tensor([-1.0, -1e-9, 0.0, 2.0], dtype=torch.float64)
+    torch.testing.assert_close(squared_relu(x), torch.relu(x) ** 2)
+    (manual,) = torch.autograd.grad(squared_relu(x).sum(), x)
+    (reference,) = torch.autograd.grad((torch.relu(x) ** 2).sum(), x)
+    torch.testing.assert_close(manual, reference)
+    assert torch.autograd.gradcheck(squared_relu, (x,))
+
+
+@pytest.mark.parametrize("p", [0.1, 0.2, 0.5])
+def test_dropout_zeroes_a_share_p_and_keeps_the_expected_value(p):
+    torch.manual_seed(0)
+    x = torch.full((64, 128, 128), 3.0, requires_grad=True)
+    y = dropout(x, p, training=True)
+    kept = y != 0
+    assert kept.float().mean().item() == pytest.approx(1 - p, abs=0.005)
+    assert y.mean().item() == pytest.approx(3.0, rel=0.01)  # kept values scaled by 1/(1-p)
+    expected = torch.full_like(y[kept], 3.0 / (1 - p))
+    torch.testing.assert_close(y[kept], expected, rtol=1e-4, atol=0)  # p to 1/65536
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, y.detach() / 3.0)  # gradient flows through kept ones
+    rows = kept.float().mean(dim=(1, 2))  # every part of the tensor, not only on average
+    assert rows.min().item() > 1 - p - 0.02 and rows.max().item() < 1 - p + 0.02
+    phases = kept.view(-1, 4).float().mean(dim=0)  # four masks come from each random draw
+    torch.testing.assert_close(phases, torch.full_like(phases, 1 - p), atol=0.005, rtol=0)
+
+
+def test_dropout_is_the_identity_in_evaluation_and_repeats_under_a_seed():
+    x = torch.randn(4, 8, 16)
+    assert dropout(x, 0.2, training=False) is x
+    assert dropout(x, 0.0, training=True) is x
+    torch.manual_seed(1)
+    first = dropout(x, 0.2, training=True)
+    torch.manual_seed(1)
+    torch.testing.assert_close(dropout(x, 0.2, training=True), first)
+    assert not torch.equal(dropout(x, 0.2, training=True), first)
+    odd = torch.ones(3, 5, 7)  # not a multiple of 4 elements: torch's own dropout
+    assert 0 < (dropout(odd, 0.5, training=True) == 0).sum() < odd.numel()

@@ -71,6 +71,42 @@ def causal_mask(length: int, start: int, device: torch.device) -> torch.Tensor:
     return torch.ones(length, start + length, dtype=torch.bool, device=device).tril(start)
 
 
+class _SquaredReLU(torch.autograd.Function):
+    """relu(x)^2 with its gradient 2 relu(x) written out: autograd's own chain through
+    `pow` costs 3-4x as much on CPU (12.5 -> 3.6 ms forward and backward at the default
+    training size)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        r = F.relu(x)
+        ctx.save_for_backward(r)
+        return r * r
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (r,) = ctx.saved_tensors
+        return grad * (r + r)
+
+
+def squared_relu(x: torch.Tensor) -> torch.Tensor:
+    return _SquaredReLU.apply(x)
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """F.dropout, with a cheaper mask on CPU: CPU `bernoulli_` draws one 32-bit random
+    number per element (4 ms for 0.5 M elements); here one 64-bit draw gives four 16-bit
+    ones, each kept when it is above p's quantile (p to 1/65536): 4.6 -> 1.3 ms forward
+    and backward. CUDA and compiled models keep F.dropout's own fused kernels."""
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu" or x.numel() % 4 or torch.compiler.is_compiling():
+        return F.dropout(x, p)
+    dropped = round(p * 65536)  # of the 65536 values an int16 takes
+    draws = torch.empty(x.numel() // 4, dtype=torch.int64).random_(-(2**63), 2**63 - 1)
+    keep = draws.view(torch.int16).view(x.shape) >= dropped - 32768
+    return x * keep.to(x.dtype).mul_(65536 / (65536 - dropped))
+
+
 def make_norm(config: ModelConfig) -> nn.Module:
     if config.norm == "rmsnorm":
         return nn.RMSNorm(config.n_embd)
@@ -157,7 +193,7 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.up(x)
         # GELU's tanh approximation (as GPT-2): the same curve, several times cheaper on CPU
-        h = F.relu(h).square() if self.activation == "relu2" else F.gelu(h, approximate="tanh")
+        h = squared_relu(h) if self.activation == "relu2" else F.gelu(h, approximate="tanh")
         return self.down(h)
 
 
@@ -171,9 +207,8 @@ class Block(nn.Module):
         self.dropout = config.dropout
 
     def forward(self, x, rotary, cache):
-        p = self.dropout if self.training else 0.0
-        x = x + F.dropout(self.attn(self.norm_attn(x), rotary, cache), p)
-        return x + F.dropout(self.mlp(self.norm_mlp(x)), p)
+        x = x + dropout(self.attn(self.norm_attn(x), rotary, cache), self.dropout, self.training)
+        return x + dropout(self.mlp(self.norm_mlp(x)), self.dropout, self.training)
 
 
 class Transformer(nn.Module):
@@ -278,7 +313,7 @@ class Transformer(nn.Module):
                 f"sequence of {start + T} tokens exceeds the context window "
                 f"({self.config.context_window})"
             )
-        x = F.dropout(self.embed(ids), self.config.dropout if self.training else 0.0)  # (B, T, C)
+        x = dropout(self.embed(ids), self.config.dropout, self.training)  # (B, T, C)
         if self.pos_embed is not None:
             x = x + self.pos_embed(torch.arange(start, start + T, device=ids.device))
         rotary = self.rotation(start, T)
