@@ -3,6 +3,7 @@
     python benchmarks/train_quality.py                       # 5 minutes each, built-in corpus
     python benchmarks/train_quality.py --budgets 1m 2m 5m 10m --seeds 0 1 2
     python benchmarks/train_quality.py --corpus my.txt --variants classic default relu2
+    python benchmarks/train_quality.py --budgets --throughput-seconds 60   # throughput only
 
 Every variant trains for the same wall-clock budget on the same text and is scored on
 the same held-out text (the last 10 % of the corpus, never trained on) by a full pass:
@@ -40,7 +41,7 @@ from textgen.config import (
     parse_duration,
 )
 from textgen.corpus import open_corpus
-from textgen.device import autocast
+from textgen.device import autocast, keep_freed_memory
 from textgen.evaluate import evaluate, token_byte_lengths
 from textgen.events import RunStarted
 from textgen.model import Transformer
@@ -283,7 +284,9 @@ def throughput_table(seconds: float, variants: list[str], dropout: float) -> Non
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", help="a text file (default: the built-in corpus)")
-    parser.add_argument("--budgets", nargs="+", default=["5m"])
+    parser.add_argument(
+        "--budgets", nargs="*", default=["5m"], help="none: the throughput table alone"
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--variants", nargs="+", default=["classic", "default"])
     parser.add_argument(
@@ -292,7 +295,17 @@ def main() -> None:
         default=20.0,
         help="time per recipe in the equal-size throughput table (0: skip)",
     )
+    parser.add_argument(
+        "--glibc-malloc",
+        action="store_true",
+        help="leave glibc's malloc at its defaults, as plain PyTorch runs, rather than "
+        "textgen train's settings (throughput table only: use with --budgets and nothing)",
+    )
     args = parser.parse_args()
+    if args.glibc_malloc and args.budgets:
+        sys.exit("--glibc-malloc measures the throughput table alone: add --budgets with no value")
+    if not args.glibc_malloc:
+        keep_freed_memory()  # as textgen train does, for every recipe alike
     unknown = [
         part
         for v in args.variants
@@ -316,7 +329,8 @@ def main() -> None:
         f"{'budget':>6}  {'variant':<12}{'params':>8}{'tok/s':>8}{'steps':>7}"
         f"{'tokens':>9}{'val loss':>9}{'val bpb':>9}{'vs classic':>11}{'setup':>7}"
     )
-    print(header)
+    if args.budgets:
+        print(header)
     for budget_text in args.budgets:
         budget = parse_duration(budget_text)
         classic_bpb = None

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import math
+import subprocess
+import sys
 
 import pytest
 from conftest import TINY
@@ -133,3 +136,35 @@ def test_one_validation_pass_gives_the_full_figure_and_the_checkpoint_yardstick(
     assert full.loss == pytest.approx(expected_full.loss, rel=1e-5)
     assert head.loss == pytest.approx(expected_head.loss, rel=1e-5)
     assert head.bits_per_byte == pytest.approx(expected_head.bits_per_byte, rel=1e-5)
+
+
+KEPT_MEMORY = """
+import ctypes, sys, torch
+from textgen.device import prepare_device
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+if sys.argv[1] == "prepared":
+    prepare_device(torch.device("cpu"))
+step = torch.ones(16 * 2**20)  # 64 MB of activations, freed when the step ends
+del step
+print(libc.mallinfo2().fordblks)
+"""
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or not hasattr(ctypes.CDLL(None), "mallinfo2"),
+    reason="glibc's malloc only",
+)
+def test_training_on_cpu_keeps_the_memory_a_step_frees_for_the_next():
+    def free_bytes_kept(mode: str) -> int:
+        out = subprocess.run(
+            [sys.executable, "-c", KEPT_MEMORY, mode], capture_output=True, text=True, check=True
+        )
+        return int(out.stdout)
+
+    assert free_bytes_kept("prepared") >= 64 * 2**20  # ready for the next step
+    assert free_bytes_kept("plain") < 64 * 2**20  # glibc's default gives it back
