@@ -8,7 +8,8 @@ Design choices (each one swappable through `ModelConfig`, so recipes can be comp
 - positions: rotary embeddings (default; attention then depends only on relative
   position) or learned absolute positions (GPT-2)
 - norm: RMSNorm (default) or LayerNorm, without biases
-- MLP: GELU (default) or squared ReLU, 4x wide, no biases
+- MLP: squared ReLU (default) or GELU, 4x wide, no biases
+- dropout on the embeddings and on each residual branch (none by default)
 - unembedding tied to the embedding by default (fewer parameters for small models)
 - a KV cache for decoding: the keys and values of past tokens are kept, so each new
   token costs one position of work instead of the whole context
