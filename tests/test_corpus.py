@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import tempfile
 
 import numpy as np
 import pytest
@@ -69,9 +70,13 @@ def test_stdin_is_spooled_and_removed_afterwards():
     assert not spooled.exists()
 
 
-def test_empty_stdin_is_refused():
+def test_empty_stdin_is_refused_and_leaves_no_spooled_copy(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     with pytest.raises(TextgenError, match="standard input was empty"):
         open_corpus(["-"], stdin=io.BytesIO(b""))
+    with pytest.raises(TextgenError, match="no such file"):  # piped text, then a bad path
+        open_corpus(["-", str(tmp_path / "missing.txt")], stdin=io.BytesIO(b"piped text\n"))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_no_arguments_means_the_builtin_python_documentation():

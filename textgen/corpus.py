@@ -101,21 +101,25 @@ def open_corpus(specs: list[str], stdin: BinaryIO | None = None) -> Corpus:
     if not specs:
         return Corpus(builtin=True)
     corpus = Corpus()
-    seen: set[Path] = set()
-    for spec in specs:
-        if spec == "-":
-            path = _spool_stdin(corpus, stdin if stdin is not None else sys.stdin.buffer)
-            corpus.files.append(path)
-            continue
-        for path in _expand(spec, corpus.warnings):
-            resolved = path.resolve()
-            if resolved not in seen:
-                seen.add(resolved)
+    try:
+        seen: set[Path] = set()
+        for spec in specs:
+            if spec == "-":
+                path = _spool_stdin(corpus, stdin if stdin is not None else sys.stdin.buffer)
                 corpus.files.append(path)
-    if not corpus.files:
-        raise TextgenError("the corpus is empty: no text files were found in the given paths")
-    if corpus.total_bytes == 0:
-        raise TextgenError("the corpus is empty: all its files have zero bytes")
+                continue
+            for path in _expand(spec, corpus.warnings):
+                resolved = path.resolve()
+                if resolved not in seen:
+                    seen.add(resolved)
+                    corpus.files.append(path)
+        if not corpus.files:
+            raise TextgenError("the corpus is empty: no text files were found in the given paths")
+        if corpus.total_bytes == 0:
+            raise TextgenError("the corpus is empty: all its files have zero bytes")
+    except BaseException:
+        corpus.__exit__()  # no spooled copy of standard input is left behind
+        raise
     return corpus
 
 
