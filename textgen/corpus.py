@@ -51,6 +51,10 @@ class Corpus:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Remove the spooled copy of standard input, if any."""
         if self._spool_dir:
             shutil.rmtree(self._spool_dir, ignore_errors=True)
             self._spool_dir = None
@@ -118,7 +122,7 @@ def open_corpus(specs: list[str], stdin: BinaryIO | None = None) -> Corpus:
         if corpus.total_bytes == 0:
             raise TextgenError("the corpus is empty: all its files have zero bytes")
     except BaseException:
-        corpus.__exit__()  # no spooled copy of standard input is left behind
+        corpus.close()  # no spooled copy of standard input is left behind
         raise
     return corpus
 
