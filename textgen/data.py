@@ -167,12 +167,8 @@ def _write_segmentations(
     eot = np.asarray([tokenizer.eot_id], dtype=tokens.dtype)
     starts = np.flatnonzero(tokens == tokenizer.eot_id).tolist()  # each document's first
     bounds = zip([0, *starts], [*starts, len(tokens)], strict=True)
-    table = tokenizer.token_bytes  # the end-of-text token stands for no bytes
-    texts = [
-        b"".join(table[i] for i in tokens[a:b].tolist()).decode("utf-8", errors="replace")
-        for a, b in bounds
-        if b > a
-    ]
+    # the end-of-text token decodes to nothing
+    texts = [tokenizer.decode(tokens[a:b].tolist()) for a, b in bounds if b > a]
     noisy = tokenizer.with_bpe_dropout(dropout)
     with open(path, "wb") as out:
         np.asarray(tokens).tofile(out)
