@@ -94,7 +94,6 @@ VARIANTS: dict[str, tuple[dict, dict, int | None]] = {
     "bpe-dropout-0.1": ({}, {"bpe_dropout": 0.1}, None),
     "bpe-dropout-0.2": ({}, {"bpe_dropout": 0.2}, None),
     "bpe-dropout-0.05": ({}, {"bpe_dropout": 0.05}, None),
-    "dropout-0.0": ({"dropout": 0.0}, {}, None),
 }
 
 
