@@ -38,6 +38,7 @@ from textgen.config import (
     TrainConfig,
     default_bpe_dropout,
     default_dropout,
+    depth_shape,
     parse_duration,
 )
 from textgen.corpus import open_corpus
@@ -95,6 +96,7 @@ VARIANTS: dict[str, tuple[dict, dict, int | None]] = {
     "bpe-dropout-0.2": ({}, {"bpe_dropout": 0.2}, None),
     "bpe-dropout-0.05": ({}, {"bpe_dropout": 0.05}, None),
 }
+VARIANTS.update({f"depth-{d}": (depth_shape(d), {}, None) for d in range(2, 13)})  # the dial
 
 
 def variant(name: str) -> tuple[dict, dict, int | None]:
@@ -169,11 +171,11 @@ def run_classic(train_text: str, held_out: str, budget: float, seed: int) -> dic
 
 
 def run_textgen(name: str, train_text: str, held_out: str, budget: float, seed: int) -> dict:
-    """`textgen train --time budget` with the default settings, changed as the variant says."""
+    """`textgen train --time budget` with the default settings, changed as the variant says
+    (the model's size is chosen for the budget, as `--size auto` does, unless the variant
+    sets it)."""
     arch_changes, train_changes, vocab = variant(name)
-    layers, width, heads = SIZE_PRESETS["small"]
-    architecture = dict(context_window=128, n_layer=layers, n_embd=width, n_head=heads)
-    architecture.update(arch_changes)
+    architecture = dict(context_window=128, **arch_changes)
     corpus_bytes = len(train_text.encode())
     architecture.setdefault("dropout", default_dropout(corpus_bytes))  # as the CLI sets them
     config = TrainConfig(

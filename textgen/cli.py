@@ -13,7 +13,7 @@ import os
 import re
 import sys
 from dataclasses import replace
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -37,6 +37,7 @@ from textgen.config import (
     check_vocab_size,
     default_bpe_dropout,
     default_dropout,
+    depth_shape,
     parse_count,
     parse_duration,
 )
@@ -73,9 +74,16 @@ def train(
     ] = None,
     model: ModelOption = "default",
     size: Annotated[
-        str, typer.Option(help=f"Model size preset: {', '.join(SIZE_PRESETS)}.")
-    ] = "small",
-    layers: Annotated[int | None, typer.Option(help="Override the preset's layers.")] = None,
+        str,
+        typer.Option(
+            help="auto: sized to the budget and the corpus; or a preset: "
+            f"{', '.join(SIZE_PRESETS)}."
+        ),
+    ] = "auto",
+    layers: Annotated[
+        int | None,
+        typer.Option(help="Override the preset's layers (with auto: the depth, 32 wide each)."),
+    ] = None,
     width: Annotated[int | None, typer.Option(help="Override the preset's width.")] = None,
     heads: Annotated[int | None, typer.Option(help="Override the preset's heads.")] = None,
     context: Annotated[int, typer.Option(help="Context window, in tokens.")] = 128,
@@ -153,17 +161,19 @@ def train(
     Several processes (CPUs or GPUs) train one model together when started by torchrun:
     torchrun --nproc-per-node 4 -m textgen train corpus.txt --model big
     """
-    if size not in SIZE_PRESETS:
-        raise typer.BadParameter(f"choose one of {', '.join(SIZE_PRESETS)}", param_hint="--size")
+    if size != "auto" and size not in SIZE_PRESETS:
+        raise typer.BadParameter(
+            f"choose auto or one of {', '.join(SIZE_PRESETS)}", param_hint="--size"
+        )
     if resume and overwrite:
         raise typer.BadParameter("cannot be combined with --overwrite", param_hint="--resume")
-    preset_layers, preset_width, preset_heads = SIZE_PRESETS[size]
-    architecture = dict(
-        context_window=context,
-        n_layer=layers or preset_layers,
-        n_embd=width or preset_width,
-        n_head=heads or preset_heads,
-    )
+    architecture: dict[str, Any] = {"context_window": context}
+    if size != "auto" or layers or width or heads:  # by hand (auto: layers is the depth)
+        preset = SIZE_PRESETS[size] if size != "auto" else tuple(depth_shape(layers or 4).values())
+        given_shape = (layers, width, heads)
+        names = ("n_layer", "n_embd", "n_head")
+        for name, value, default in zip(names, given_shape, preset, strict=True):
+            architecture[name] = value or default
     if dropout is not None:
         architecture["dropout"] = dropout
     ModelConfig(vocab_size=MIN_VOCAB_SIZE, **architecture)  # check the shape before any work

@@ -25,6 +25,14 @@ SIZE_PRESETS: dict[str, tuple[int, int, int]] = {
     "large": (8, 512, 8),  # ~25 M: wants a GPU
 }
 
+DIAL_HEAD_DIM = 32
+
+
+def depth_shape(depth: int) -> dict[str, int]:
+    """The size dial of `--size auto` (`textgen.sizing`): `depth` layers, 32 x depth
+    wide, in heads of 32. Depth 2 is the `tiny` preset, depth 4 the `small` one."""
+    return {"n_layer": depth, "n_embd": DIAL_HEAD_DIM * depth, "n_head": depth}
+
 
 def _require(condition: bool, message: str) -> None:
     if not condition:

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from textgen import data, distributed, modeldir
-from textgen.config import ModelConfig, TrainConfig
+from textgen import data, distributed, modeldir, sizing
+from textgen.config import ModelConfig, TrainConfig, depth_shape
 from textgen.corpus import Corpus, TokenFile
 from textgen.device import autocast, choose_device, peak_flops, prepare_device
 from textgen.errors import SettingError, TextgenError
@@ -44,8 +44,9 @@ def train(
     """Train a new model in `folder` on `corpus`.
 
     `architecture` holds ModelConfig fields except the vocabulary size, which comes from
-    the tokenizer (the folder's, if it has one, else trained here). A folder that already
-    holds a trained model is only replaced with `overwrite`.
+    the tokenizer (the folder's, if it has one, else trained here). Without `n_layer`, the
+    model's depth, width and heads are chosen for the budget and corpus (`textgen.sizing`).
+    A folder that already holds a trained model is only replaced with `overwrite`.
     """
     device, world = _start(config)
     data.micro_batches(config, world.size)  # a batch that does not split: say so before any work
@@ -71,9 +72,18 @@ def train(
 
     token_file = distributed.on_main(prepare)
     tokenizer = tokenizer or modeldir.load_tokenizer(folder)
+    context = architecture.get("context_window", ModelConfig.context_window)
+    train_tokens, val_tokens = data.split(token_file, config, context)
+    if "n_layer" not in architecture:  # size auto
+        choice = distributed.on_main(
+            lambda: sizing.choose(
+                architecture, tokenizer.vocab_size, len(train_tokens), config, device, world.size
+            )
+        )
+        callback(Notice(choice.describe()))
+        architecture = {**architecture, **depth_shape(choice.depth)}
     torch.manual_seed(config.seed)  # the same initial weights in every process
     model = Transformer(ModelConfig(vocab_size=tokenizer.vocab_size, **architecture)).to(device)
-    train_tokens, val_tokens = data.split(token_file, config, model.config.context_window)
     run = _Run(
         folder, model, tokenizer, config, token_file, train_tokens, val_tokens, corpus, callback
     )
