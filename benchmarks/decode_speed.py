@@ -32,7 +32,7 @@ from textgen.model import Transformer
 from textgen.tokenizer import Tokenizer
 
 SIZES = {  # same width, depth and vocabulary for textgen and GPT-2
-    "default (4x128)": dict(n_layer=4, n_embd=128, n_head=4),
+    "small (4x128)": dict(n_layer=4, n_embd=128, n_head=4),
     "~10M (6x384)": dict(n_layer=6, n_embd=384, n_head=6),
 }
 VOCAB, WINDOW, PROMPT = 2048, 512, 16
@@ -164,7 +164,7 @@ def startup_table(repeats: int) -> None:
 
         tokenizer = Tokenizer.train(list(topics.values()), VOCAB)
         config = ModelConfig(
-            vocab_size=tokenizer.vocab_size, context_window=128, **SIZES["default (4x128)"]
+            vocab_size=tokenizer.vocab_size, context_window=128, **SIZES["small (4x128)"]
         )
         model = Transformer(config)
         modeldir.save_tokenizer(folder, tokenizer)

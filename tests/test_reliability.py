@@ -143,6 +143,8 @@ def one_line_error(code: int, err: str, expected_code: int, message: str) -> Non
         (["generate", "x", "-n", "-1"], 2, "--max-new-tokens must be >= 0"),
         (["generate", "x", "--num-samples", "0"], 2, "--num-samples must be at least 1"),
         (["train", "--context", "0"], 2, "context window must be at least 2"),
+        (["train", "--layers", "0"], 2, "the model needs at least 1 layer"),
+        (["train", "--size", "huge"], 2, "choose auto or one of tiny, small"),
         (["train", "--vocab-size", "100"], 2, "--vocab-size must be at least 257"),
         (["train", "--lr", "-1"], 2, "--lr must be a positive number"),
         (["train", "--bpe-dropout", "1"], 2, "--bpe-dropout must be within [0, 1)"),

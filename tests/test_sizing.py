@@ -91,3 +91,23 @@ def test_training_without_a_shape_sizes_the_model_and_says_so(tmp_path, corpus_f
 def test_the_dial_keeps_heads_of_32(depth):
     shape = depth_shape(depth)
     assert shape["n_embd"] // shape["n_head"] == 32 and shape["n_layer"] == depth
+
+
+@pytest.mark.parametrize(
+    "options, shape",
+    [
+        (["--layers", "3"], (3, 96, 3)),  # with auto, --layers is the depth on the dial
+        (["--layers", "3", "--width", "64", "--heads", "2"], (3, 64, 2)),
+        (["--size", "tiny", "--layers", "3"], (3, 64, 2)),  # a preset, one part overridden
+    ],
+)
+def test_the_shape_can_be_set_by_hand(tmp_path, corpus_file, options, shape):
+    from textgen import cli
+
+    folder = tmp_path / "by-hand"
+    argv = ["train", str(corpus_file), "--model", str(folder), "--steps", "1", *options]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([*argv, "--context", "16", "--vocab-size", "300"])
+    assert exit_info.value.code == 0
+    config = modeldir.load(folder).model.config
+    assert (config.n_layer, config.n_embd, config.n_head) == shape

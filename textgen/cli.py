@@ -168,12 +168,13 @@ def train(
     if resume and overwrite:
         raise typer.BadParameter("cannot be combined with --overwrite", param_hint="--resume")
     architecture: dict[str, Any] = {"context_window": context}
-    if size != "auto" or layers or width or heads:  # by hand (auto: layers is the depth)
-        preset = SIZE_PRESETS[size] if size != "auto" else tuple(depth_shape(layers or 4).values())
-        given_shape = (layers, width, heads)
-        names = ("n_layer", "n_embd", "n_head")
-        for name, value, default in zip(names, given_shape, preset, strict=True):
-            architecture[name] = value or default
+    given_shape = {"n_layer": layers, "n_embd": width, "n_head": heads}
+    if size != "auto" or any(v is not None for v in given_shape.values()):  # by hand
+        if size == "auto":  # --layers is the depth on the dial
+            architecture.update(depth_shape(layers if layers is not None else 4))
+        else:
+            architecture.update(zip(given_shape, SIZE_PRESETS[size], strict=True))
+        architecture.update({k: v for k, v in given_shape.items() if v is not None})
     if dropout is not None:
         architecture["dropout"] = dropout
     ModelConfig(vocab_size=MIN_VOCAB_SIZE, **architecture)  # check the shape before any work

@@ -104,7 +104,7 @@ def choose(
 ) -> Sizing:
     """The depth for a run of `train`'s budget on `corpus_tokens` tokens of training text.
     `architecture` holds the other ModelConfig fields (context, dropout, ...)."""
-    step_tokens = train.batch_size * architecture.get("context_window", 128)
+    step_tokens = train.batch_size * architecture.get("context_window", ModelConfig.context_window)
     step_limit = train.steps * step_tokens if train.steps else float("inf")
 
     def config(depth: int) -> ModelConfig:
