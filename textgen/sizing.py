@@ -107,22 +107,26 @@ def choose(
     step_tokens = train.batch_size * architecture.get("context_window", ModelConfig.context_window)
     step_limit = train.steps * step_tokens if train.steps else float("inf")
 
-    def config(depth: int) -> ModelConfig:
-        return ModelConfig(vocab_size=vocab_size, **{**architecture, **depth_shape(depth)})
-
-    def measured(depth: int) -> Sizing:
+    def sized(depth: int) -> Sizing | None:
+        """The sizing for `depth`; None beyond the data limit, checked before any time is
+        spent measuring."""
+        config = ModelConfig(vocab_size=vocab_size, **{**architecture, **depth_shape(depth)})
+        count = parameters(config)
+        if depth > MIN_DEPTH and count > PARAMETERS_PER_TOKEN * corpus_tokens:
+            return None
         rate, planned = None, step_limit
         if train.time_budget is not None:
-            rate = speed(config(depth), train, device) * processes
+            rate = speed(config, train, device) * processes
             planned = min(planned, rate * train.time_budget)
-        return Sizing(depth, parameters(config(depth)), planned, rate, corpus_tokens)
+        return Sizing(depth, count, planned, rate, corpus_tokens)
 
-    chosen = measured(MIN_DEPTH)
+    chosen = sized(MIN_DEPTH)
     for depth in range(MIN_DEPTH + 1, MAX_DEPTH + 1):
-        if parameters(config(depth)) > PARAMETERS_PER_TOKEN * corpus_tokens:
-            break  # the data limit, checked before any time is spent measuring
-        candidate = measured(depth)
-        if candidate.planned_tokens < TOKENS_PER_PARAMETER * candidate.parameters:
-            break  # the compute limit
+        candidate = sized(depth)
+        if (
+            candidate is None
+            or candidate.planned_tokens < TOKENS_PER_PARAMETER * candidate.parameters
+        ):
+            break
         chosen = candidate
     return chosen
