@@ -42,11 +42,12 @@ from textgen.config import (
     parse_duration,
 )
 from textgen.corpus import open_corpus
-from textgen.device import autocast, keep_freed_memory
+from textgen.device import keep_freed_memory
 from textgen.evaluate import evaluate, token_byte_lengths
 from textgen.events import RunStarted
 from textgen.model import Transformer
 from textgen.optim import make_optimizer
+from textgen.sizing import SpeedProbe
 from textgen.train import train
 
 HELD_OUT = 0.1
@@ -227,28 +228,14 @@ class Throughput:
         config = ModelConfig(
             vocab_size=2048, context_window=128, n_layer=4, n_embd=128, n_head=4, **recipe
         )
-        self.model = Transformer(config)
-        self.settings = replace(TrainConfig(), **train_changes)
-        self.optimizer = make_optimizer(self.model, self.settings, torch.device("cpu"))
-        self.data = torch.randint(0, 2048, (32, 129))
+        settings = replace(TrainConfig(), **train_changes)
+        self.probe = SpeedProbe(config, settings, torch.device("cpu"), batch=32)
         self.rates: list[float] = []
-        for _ in range(5):
-            self._step()
-
-    def _step(self) -> None:
-        with autocast(torch.device("cpu"), self.settings.cpu_bf16):
-            _, loss = self.model(self.data[:, :-1], self.data[:, 1:])
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        for _ in range(4):  # and the probe's first
+            self.probe.step()
 
     def measure(self, seconds: float) -> None:
-        steps, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            self._step()
-            steps += 1
-        self.rates.append(steps * 32 * 128 / (time.perf_counter() - start))
+        self.rates.append(self.probe.tokens_per_second(seconds))
 
 
 CLASSIC_SHAPE = dict(position="learned", norm="layernorm", activation="gelu")

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from textgen.config import DIAL_HEAD_DIM, ModelConfig, TrainConfig, depth_shape
+from textgen.config import ModelConfig, TrainConfig, depth_shape
 from textgen.device import autocast
 from textgen.model import Transformer
 from textgen.optim import make_optimizer
@@ -44,33 +44,48 @@ def parameters(config: ModelConfig) -> int:
         return Transformer(config, init_weights=False).num_parameters()
 
 
-def training_speed(config: ModelConfig, train: TrainConfig, device: torch.device) -> float:
-    """Training tokens per second of a model of this config on `device`: optimizer steps
-    at the run's batch, on random tokens, timed after a first one."""
-    generator = torch.Generator().manual_seed(0)
-    model = Transformer(config).to(device).train()
-    optimizer = make_optimizer(model, train, device)
-    batch = train.micro_batch_size or train.batch_size
-    size = (batch, config.context_window + 1)
-    ids = torch.randint(0, config.vocab_size, size, generator=generator).to(device)
+class SpeedProbe:
+    """A fresh model of `config` trained on random tokens, to time its optimizer steps
+    (forward, backward, gradient clipping and the optimizer, as a training step does)."""
 
-    def step() -> None:
-        with autocast(device, train.cpu_bf16):
-            _, loss = model(ids[:, :-1], ids[:, 1:])
+    def __init__(
+        self, config: ModelConfig, train: TrainConfig, device: torch.device, batch: int
+    ) -> None:
+        self.model = Transformer(config).to(device).train()
+        self.optimizer = make_optimizer(self.model, train, device)
+        self.train, self.device = train, device
+        generator = torch.Generator().manual_seed(0)
+        size = (batch, config.context_window + 1)
+        self.ids = torch.randint(0, config.vocab_size, size, generator=generator).to(device)
+        self.step()  # the first step pays for allocations, kernel choices and optimizer state
+
+    def step(self) -> None:
+        with autocast(self.device, self.train.cpu_bf16):
+            _, loss = self.model(self.ids[:, :-1], self.ids[:, 1:])
         loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        if self.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
 
-    step()  # the first step pays for allocations, kernel choices and optimizer state
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    timed, start = 0, time.perf_counter()
-    while timed < 2 or (timed < 10 and time.perf_counter() - start < 0.2):
-        step()
-        timed += 1
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return timed * batch * config.context_window / (time.perf_counter() - start)
+    def tokens_per_second(self, seconds: float, min_steps: int = 1, max_steps: int = 10**9):
+        """Steps for about `seconds` (within the step counts given), in tokens/s."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        steps, start = 0, time.perf_counter()
+        while steps < min_steps or (steps < max_steps and time.perf_counter() - start < seconds):
+            self.step()
+            steps += 1
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return steps * self.ids[:, :-1].numel() / (time.perf_counter() - start)
+
+
+def training_speed(config: ModelConfig, train: TrainConfig, device: torch.device) -> float:
+    """Training tokens per second of a model of this config on `device` at the run's
+    batch: 2 to 10 steps, about 0.2 s, timed after a first one."""
+    probe = SpeedProbe(config, train, device, train.micro_batch_size or train.batch_size)
+    return probe.tokens_per_second(0.2, min_steps=2, max_steps=10)
 
 
 @dataclass(frozen=True)
@@ -87,7 +102,7 @@ class Sizing:
     def describe(self) -> str:
         speed = f" at {self.tokens_per_second:,.0f} tokens/s" if self.tokens_per_second else ""
         return (
-            f"size auto: {self.depth} layers × {DIAL_HEAD_DIM * self.depth} wide "
+            f"size auto: {self.depth} layers × {depth_shape(self.depth)['n_embd']} wide "
             f"({self.parameters / 1e6:.2f} M parameters) for {self.planned_tokens / 1e6:.1f} M "
             f"tokens of training{speed}, on {self.corpus_tokens:,} tokens of text"
         )
