@@ -68,8 +68,8 @@ def make_corpus(path: Path, size: int, seed: int = 0) -> None:
 
 
 def stage_tokenizer(corpus_path: str, work: Path) -> dict:
-    from textgen.corpus import open_corpus
-    from textgen.tokenizer import SAMPLE_BYTES, Tokenizer
+    from textgen.text.corpus import open_corpus
+    from textgen.text.tokenizer import SAMPLE_BYTES, Tokenizer
 
     with open_corpus([corpus_path]) as corpus:
         tokenizer = Tokenizer.train_on(corpus, VOCAB_SIZE, lambda event: None)
@@ -82,7 +82,7 @@ def stage_raw(corpus_path: str, work: Path) -> dict:
     """tokenizers' batch encoding of the corpus's chunks, as textgen reads them."""
     from tokenizers import Tokenizer as HFTokenizer
 
-    from textgen.corpus import open_corpus
+    from textgen.text.corpus import open_corpus
 
     hf = HFTokenizer.from_file(str(work / "tokenizer.json"))
     batch_chunks = max(8, 2 * (os.cpu_count() or 1))
@@ -108,8 +108,9 @@ def _chunk_batches(corpus, size: int):
 
 
 def stage_encode(corpus_path: str, work: Path) -> dict:
-    from textgen.corpus import cached_encoding, open_corpus
-    from textgen.tokenizer import Tokenizer
+    from textgen.text.corpus import open_corpus
+    from textgen.text.tokenizer import Tokenizer
+    from textgen.text.tokens import cached_encoding
 
     tokenizer = Tokenizer.load(work / "tokenizer.json")
     with open_corpus([corpus_path]) as corpus:

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import torch
 
-from textgen import modeldir
-from textgen.config import ModelConfig, SampleConfig
-from textgen.generate import generate
-from textgen.model import Transformer
-from textgen.tokenizer import Tokenizer
+from textgen.decode.loop import generate
+from textgen.model import folder as model_folder
+from textgen.model.transformer import Transformer
+from textgen.settings import ModelConfig, SampleConfig
+from textgen.text.tokenizer import Tokenizer
 
 SIZES = {  # same width, depth and vocabulary for textgen and GPT-2
     "small (4x128)": dict(n_layer=4, n_embd=128, n_head=4),
@@ -121,11 +121,11 @@ PHASES = r"""
 import sys, time, json
 t0 = time.perf_counter()
 import torch
-from textgen import modeldir
-from textgen.complete import Completion
-from textgen.config import SampleConfig
+from textgen.model import folder as model_folder
+from textgen.decode.completion import Completion
+from textgen.settings import SampleConfig
 t1 = time.perf_counter()
-lm = modeldir.load(modeldir.resolve(sys.argv[1]))
+lm = model_folder.load(model_folder.resolve(sys.argv[1]))
 t2 = time.perf_counter()
 completion = Completion(lm, "The list", SampleConfig(max_new_tokens=2, seed=0))
 records = iter(completion)
@@ -167,9 +167,9 @@ def startup_table(repeats: int) -> None:
             vocab_size=tokenizer.vocab_size, context_window=128, **SIZES["small (4x128)"]
         )
         model = Transformer(config)
-        modeldir.save_tokenizer(folder, tokenizer)
-        modeldir.save_weights(folder, model)
-        modeldir.save_config(folder, config, tokenizer)
+        model_folder.save_tokenizer(folder, tokenizer)
+        model_folder.save_weights(folder, model)
+        model_folder.save_config(folder, config, tokenizer)
         exe = [sys.executable, "-m", "textgen"]
         env_python = [sys.executable]
         interpreter = wall(env_python + ["-c", "pass"], repeats)

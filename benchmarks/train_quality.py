@@ -32,23 +32,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from textgen.config import (
-    SIZE_PRESETS,
-    ModelConfig,
-    TrainConfig,
-    default_bpe_dropout,
-    default_dropout,
-    depth_shape,
-    parse_duration,
-)
-from textgen.corpus import open_corpus
-from textgen.device import keep_freed_memory
-from textgen.evaluate import evaluate, token_byte_lengths
-from textgen.events import RunStarted
-from textgen.model import Transformer
-from textgen.optim import make_optimizer
-from textgen.sizing import SpeedProbe
-from textgen.train import train
+from textgen.model import folder as model_folder
+from textgen.model.device import keep_freed_memory
+from textgen.model.transformer import Transformer
+from textgen.records import RunStarted
+from textgen.settings import ModelConfig, TrainConfig
+from textgen.text.corpus import open_corpus
+from textgen.training.evaluate import evaluate, token_byte_lengths
+from textgen.training.optim import make_optimizer
+from textgen.training.recipe import SIZE_PRESETS, default_dropout, depth_shape
+from textgen.training.run import train
+from textgen.training.sizing import SpeedProbe
+from textgen.units import parse_duration
 
 HELD_OUT = 0.1
 
@@ -159,7 +154,7 @@ def run_classic(train_text: str, held_out: str, budget: float, seed: int) -> dic
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         steps += 1
-    result = evaluate(model, val_ids, byte_lengths)
+    result = evaluate(model, val_ids, byte_lengths).result
     return {
         "params": model.num_parameters(),
         "steps": steps,
@@ -177,15 +172,7 @@ def run_textgen(name: str, train_text: str, held_out: str, budget: float, seed: 
     sets it)."""
     arch_changes, train_changes, vocab = variant(name)
     architecture = dict(context_window=128, **arch_changes)
-    corpus_bytes = len(train_text.encode())
-    architecture.setdefault("dropout", default_dropout(corpus_bytes))  # as the CLI sets them
-    config = TrainConfig(
-        time_budget=budget,
-        seed=seed,
-        val_fraction=0.01,
-        bpe_dropout=default_bpe_dropout(corpus_bytes),
-    )
-    config = replace(config, **train_changes)
+    config = TrainConfig(time_budget=budget, seed=seed, val_fraction=0.01, **train_changes)
     events = []
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "train.txt"
@@ -201,11 +188,9 @@ def run_textgen(name: str, train_text: str, held_out: str, budget: float, seed: 
                 callback=events.append,
             )
         total = time.perf_counter() - started
-        from textgen import modeldir
-
-        lm = modeldir.load(Path(tmp) / "model")
+        lm = model_folder.load(Path(tmp) / "model")
     ids = np.array([lm.tokenizer.eot_id, *lm.tokenizer.encode(held_out)], dtype=np.int64)
-    scored = evaluate(lm.model, ids, token_byte_lengths(lm.tokenizer.token_bytes))
+    scored = evaluate(lm.model, ids, token_byte_lengths(lm.tokenizer.token_bytes)).result
     assert any(isinstance(e, RunStarted) for e in events)
     return {
         "params": result.parameters,

@@ -6,51 +6,12 @@ test touches the repo's models/ folder.
 
 from __future__ import annotations
 
-import random
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import TINY, make_corpus
 
-from textgen.config import TrainConfig
-
-TINY = dict(context_window=32, n_layer=2, n_embd=64, n_head=4)
-
-
-def train_command(corpus: Path | str, folder: Path, *options: str) -> list[str]:
-    """`textgen train` of a tiny model on `corpus` into `folder`, as a subprocess argv."""
-    return [
-        sys.executable,
-        "-m",
-        "textgen",
-        "train",
-        str(corpus),
-        "--model",
-        str(folder),
-        "--size",
-        "tiny",
-        "--context",
-        "32",
-        "--vocab-size",
-        "300",
-        *options,
-    ]
-
-
-def make_corpus(n_sentences: int = 600, seed: int = 0) -> str:
-    """Simple, learnable English: a few hundred sentences from a small grammar."""
-    rng = random.Random(seed)
-    subjects = ["the cat", "a dog", "the old fox", "my friend", "the bird", "a child"]
-    verbs = ["sees", "likes", "chases", "finds", "follows", "watches"]
-    objects = ["the ball", "a red hat", "the river", "some bread", "the moon", "a small box"]
-    places = ["in the garden", "by the sea", "at night", "after lunch", "near the house"]
-    lines = []
-    for _ in range(n_sentences):
-        sentence = f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)}"
-        if rng.random() < 0.5:
-            sentence += f" {rng.choice(places)}"
-        lines.append(sentence.capitalize() + ".")
-    return "\n".join(" ".join(lines[i : i + 4]) for i in range(0, len(lines), 4)) + "\n"
+from textgen.settings import TrainConfig
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -77,11 +38,13 @@ def corpus_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def trained_folder(tmp_path_factory, corpus_file) -> Path:
     """A tiny model (2 layers, 64 wide, context 32) trained for 200 steps (a few seconds)."""
-    from textgen.corpus import open_corpus
-    from textgen.train import train
+    from textgen.text.corpus import open_corpus
+    from textgen.training.run import train
 
     folder = tmp_path_factory.mktemp("models") / "tiny"
-    config = TrainConfig(steps=200, time_budget=None, batch_size=16, eval_interval=100, seed=0)
+    config = TrainConfig(
+        steps=200, time_budget=None, batch_size=16, eval_interval=100, seed=0, bpe_dropout=0.0
+    )
     with open_corpus([str(corpus_file)]) as corpus:
         train(folder, corpus, config, dict(TINY), vocab_size=300)
     return folder
@@ -89,9 +52,9 @@ def trained_folder(tmp_path_factory, corpus_file) -> Path:
 
 @pytest.fixture(scope="session")
 def lm(trained_folder):
-    from textgen import modeldir
+    from textgen.model.folder import load
 
-    return modeldir.load(trained_folder)
+    return load(trained_folder)
 
 
 @pytest.fixture(scope="session")

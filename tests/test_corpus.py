@@ -8,8 +8,9 @@ import tempfile
 import numpy as np
 import pytest
 
-from textgen.corpus import cached_encoding, encode_corpus, open_corpus
 from textgen.errors import TextgenError
+from textgen.text.corpus import open_corpus
+from textgen.text.tokens import cached_encoding, encode_corpus
 
 
 @pytest.fixture
@@ -98,7 +99,7 @@ def test_encoding_puts_end_of_text_before_each_document(tree, tokenizer, tmp_pat
 
 
 def test_large_files_are_read_in_chunks_that_add_up_to_the_file(tmp_path, monkeypatch):
-    import textgen.corpus as corpus_module
+    import textgen.text.corpus as corpus_module
 
     monkeypatch.setattr(corpus_module, "CHUNK_BYTES", 64)
     text = "".join(f"line {i} with some words é\n" for i in range(200))

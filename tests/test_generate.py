@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from textgen.complete import Completion, StopMatcher
-from textgen.config import SampleConfig
-from textgen.generate import generate, truncate_to_window
+from textgen.decode.completion import Completion, StopMatcher
+from textgen.decode.loop import generate, truncate_to_window
+from textgen.settings import SampleConfig
 
 
 def test_truncate_keeps_the_last_tokens():
@@ -72,9 +72,9 @@ def test_generation_never_feeds_the_model_more_than_its_window(lm, monkeypatch):
 def test_stop_string_ends_the_text_before_it(lm):
     completion = Completion(lm, "The cat", SampleConfig(max_new_tokens=80, seed=3, stop=(".",)))
     list(completion)
-    text = completion.texts[0]
+    text = completion.samples[0].text
     assert "." not in text
-    assert completion.finish_reasons[0] in ("stop", "end_of_text")
+    assert completion.samples[0].finish_reason in ("stop", "end_of_text")
 
 
 def test_stop_matcher_holds_back_a_partial_stop_string():
@@ -99,14 +99,14 @@ def test_num_samples_gives_independent_samples_in_one_batch(lm):
     completion = Completion(lm, "The bird", settings)
     records = list(completion)
     assert {r.sample for r in records} == {0, 1, 2}
-    assert len(set(completion.texts)) == 3
+    assert len({s.text for s in completion.samples}) == 3
 
 
 def test_streamed_pieces_add_up_to_the_final_text(lm):
     completion = Completion(lm, "My friend", SampleConfig(max_new_tokens=50, seed=9))
     pieces = [r.text for r in completion]
-    assert "".join(pieces) == completion.texts[0]
-    assert completion.token_counts[0] <= 50
+    assert "".join(pieces) == completion.samples[0].text
+    assert completion.samples[0].generated_tokens <= 50
 
 
 def test_top_candidates_are_sorted_and_include_a_greedy_choice(lm):
@@ -120,9 +120,9 @@ def test_top_candidates_are_sorted_and_include_a_greedy_choice(lm):
 
 
 def test_half_precision_generation_runs_and_stays_close(lm, trained_folder):
-    from textgen import modeldir
+    from textgen.model import folder as model_folder
 
-    half = modeldir.load(trained_folder, dtype="bfloat16")
+    half = model_folder.load(trained_folder, dtype="bfloat16")
     assert next(half.model.parameters()).dtype == torch.bfloat16
     completion = Completion(half, "The cat", SampleConfig(temperature=0, max_new_tokens=20))
     records = list(completion)
@@ -135,8 +135,8 @@ def test_half_precision_generation_runs_and_stays_close(lm, trained_folder):
 
 
 def test_auto_precision_keeps_small_models_exact_on_cpu(trained_folder):
-    from textgen import modeldir
+    from textgen.model import folder as model_folder
 
-    assert next(modeldir.load(trained_folder, dtype="auto").model.parameters()).dtype == (
+    assert next(model_folder.load(trained_folder, dtype="auto").model.parameters()).dtype == (
         torch.float32
     )

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from textgen.config import ModelConfig
-from textgen.model import KVCache, Transformer, dropout, squared_relu
+from textgen.model.kernels import dropout, squared_relu
+from textgen.model.transformer import KVCache, Transformer
+from textgen.settings import ModelConfig
 
 VARIANTS = [
     dict(position="rope", norm="rmsnorm", activation="gelu", tie_embeddings=True),

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from textgen import modeldir
 from textgen.errors import TextgenError
-from textgen.tokenizer import Tokenizer
+from textgen.model import folder as model_folder
+from textgen.text.tokenizer import Tokenizer
 
 
 @pytest.fixture
@@ -22,10 +22,10 @@ def folder_copy(trained_folder, tmp_path) -> Path:
 
 
 def test_save_then_load_gives_identical_logits(lm, tmp_path):
-    modeldir.save_weights(tmp_path, lm.model)
-    modeldir.save_tokenizer(tmp_path, lm.tokenizer)
-    modeldir.save_config(tmp_path, lm.model_config, lm.tokenizer)
-    again = modeldir.load(tmp_path)
+    model_folder.save_weights(tmp_path, lm.model)
+    model_folder.save_tokenizer(tmp_path, lm.tokenizer)
+    model_folder.save_config(tmp_path, lm.model_config, lm.tokenizer)
+    again = model_folder.load(tmp_path)
     ids = torch.tensor([lm.tokenizer.encode("The cat sees the moon.")])
     with torch.no_grad():
         torch.testing.assert_close(again.model(ids)[0], lm.model(ids)[0], rtol=0, atol=0)
@@ -41,31 +41,31 @@ def test_folder_holds_the_documented_files(trained_folder):
         "metrics.jsonl",
     } <= names
     config = json.loads((trained_folder / "config.json").read_text())
-    assert config["format_version"] == modeldir.FORMAT_VERSION
+    assert config["format_version"] == model_folder.FORMAT_VERSION
     assert config["tokenizer"]["vocab_size"] == config["model"]["vocab_size"]
     assert config["training"]["steps"] == 200
 
 
 def test_parameter_count_from_the_header_matches_the_model(lm, trained_folder):
-    assert modeldir.count_parameters(trained_folder) == lm.model.num_parameters()
+    assert model_folder.count_parameters(trained_folder) == lm.model.num_parameters()
 
 
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(TextgenError, match="no such model folder"):
-        modeldir.load(tmp_path / "absent")
+        model_folder.load(tmp_path / "absent")
 
 
 def test_tokenizer_from_another_model_is_refused(folder_copy):
     Tokenizer.train(["other text " * 50], 280).save(folder_copy / "tokenizer.json")
     with pytest.raises(TextgenError, match="tokenizer.json.*another model"):
-        modeldir.load(folder_copy)
+        model_folder.load(folder_copy)
 
 
 def test_truncated_weights_are_refused(folder_copy):
     weights = folder_copy / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(TextgenError, match="model.safetensors: unreadable or truncated"):
-        modeldir.load(folder_copy)
+        model_folder.load(folder_copy)
 
 
 def test_config_that_disagrees_with_the_weights_is_refused(folder_copy):
@@ -74,7 +74,7 @@ def test_config_that_disagrees_with_the_weights_is_refused(folder_copy):
     data["model"]["n_embd"] = 128
     path.write_text(json.dumps(data))
     with pytest.raises(TextgenError, match="does not match config.json"):
-        modeldir.load(folder_copy)
+        model_folder.load(folder_copy)
 
 
 @pytest.mark.parametrize(
@@ -91,31 +91,31 @@ def test_hand_edited_config_is_refused(folder_copy, edit, message):
     edit(data)
     path.write_text(json.dumps(data))
     with pytest.raises(TextgenError, match=message):
-        modeldir.load(folder_copy)
+        model_folder.load(folder_copy)
 
 
 def test_config_that_is_not_json_is_refused(folder_copy):
     (folder_copy / "config.json").write_text("{not json")
     with pytest.raises(TextgenError, match="config.json: not valid JSON"):
-        modeldir.load(folder_copy)
+        model_folder.load(folder_copy)
 
 
 def test_a_failed_write_leaves_the_previous_file_whole(tmp_path):
     target = tmp_path / "file.txt"
-    modeldir.write_text(target, "version 1")
+    model_folder.write_text(target, "version 1")
 
     def failing(tmp):
         tmp.write_text("half of version 2")
         raise OSError(28, "No space left on device")
 
     with pytest.raises(OSError):
-        modeldir.atomic_write(target, failing)
+        model_folder.atomic_write(target, failing)
     assert target.read_text() == "version 1"
     assert [p.name for p in tmp_path.iterdir()] == ["file.txt"]  # no temporary left behind
 
 
 def test_names_live_under_models_home_and_paths_are_used_as_given(monkeypatch, tmp_path):
     monkeypatch.setenv("TEXTGEN_HOME", str(tmp_path))
-    assert modeldir.resolve("tiny") == tmp_path / "tiny"
-    assert modeldir.resolve("./mine") == Path("./mine")
-    assert modeldir.resolve("/data/m") == Path("/data/m")
+    assert model_folder.resolve("tiny") == tmp_path / "tiny"
+    assert model_folder.resolve("./mine") == Path("./mine")
+    assert model_folder.resolve("/data/m") == Path("/data/m")

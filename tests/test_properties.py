@@ -11,10 +11,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from textgen import cli
-from textgen.config import SampleConfig
-from textgen.sampling import filter_logits, logits_to_probs
-from textgen.tokenizer import clean_text
+from textgen.cli.app import main
+from textgen.decode.sampling import filter_logits, logits_to_probs
+from textgen.settings import SampleConfig
+from textgen.text.tokenizer import clean_text
 
 FAST = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -136,7 +136,7 @@ def test_the_cli_never_prints_a_traceback_for_any_option_value(
 ):
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(["generate", "x", "--model", str(tmp_path / "absent"), option, value])
+        main(["generate", "x", "--model", str(tmp_path / "absent"), option, value])
     err = capsys.readouterr().err
     assert exit_info.value.code in (1, 2)
     assert "Traceback" not in err and "internal error" not in err

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from textgen import modeldir
-from textgen.complete import Completion
-from textgen.config import ModelConfig, SampleConfig, TrainConfig
-from textgen.model import Transformer, apply_rotary
-from textgen.optim import Muon, fraction_done, lr_multiplier, make_optimizer, orthogonalize
+from textgen.decode.completion import Completion
+from textgen.model import folder as model_folder
+from textgen.model.transformer import Transformer, apply_rotary
+from textgen.settings import ModelConfig, SampleConfig, TrainConfig
+from textgen.text.segmentations import MAX_SEGMENTATIONS, segmentations
+from textgen.training.optim import Muon, fraction_done, lr_multiplier, make_optimizer, orthogonalize
 
 D = 16
 
@@ -124,14 +125,14 @@ def test_a_model_trained_with_the_new_recipe_reloads_and_generates_identically(t
         optimizer.step()
         optimizer.zero_grad()
     assert model.blocks[0].mlp.down.weight.abs().sum() > 0  # zero-initialised, then trained
-    modeldir.save_weights(tmp_path, model)
-    modeldir.save_tokenizer(tmp_path, tokenizer)
-    modeldir.save_config(tmp_path, config, tokenizer)
-    loaded = modeldir.load(tmp_path)
+    model_folder.save_weights(tmp_path, model)
+    model_folder.save_tokenizer(tmp_path, tokenizer)
+    model_folder.save_config(tmp_path, config, tokenizer)
+    loaded = model_folder.load(tmp_path)
     assert loaded.model_config == config
 
     def greedy(lm_model) -> list[int]:
-        lm = modeldir.LoadedModel(tmp_path, lm_model.eval(), tokenizer, {})
+        lm = model_folder.LoadedModel(tmp_path, lm_model.eval(), tokenizer, {})
         completion = Completion(lm, "The dog", SampleConfig(temperature=0, max_new_tokens=20))
         return [r.token_id for r in completion]
 
@@ -161,30 +162,32 @@ def test_bpe_dropout_spells_the_same_text_with_other_tokens(tokenizer, corpus_fi
 
 
 def _segmented(corpus_file, tokenizer, callback=lambda event: None, **changes):
-    from textgen import data
-    from textgen.corpus import open_corpus
+    from textgen.text.corpus import open_corpus
+    from textgen.training.batches import split
+    from textgen.training.preparation import encode
 
     config = TrainConfig(**{"steps": 1, "bpe_dropout": 0.2, "seed": 3, **changes})
     with open_corpus([str(corpus_file)]) as corpus:
-        token_file = data.encode(corpus, tokenizer, lambda event: None)
-    train_tokens, _ = data.split(token_file, config, 32)
-    return train_tokens, data.segmentations(token_file, train_tokens, tokenizer, config, callback)
+        token_file = encode(corpus, tokenizer, lambda event: None)
+    train_tokens = split(token_file, config, 32).train
+    stream = segmentations(
+        token_file, train_tokens, tokenizer, config.bpe_dropout, config.seed, callback
+    )
+    return train_tokens, stream
 
 
 def test_bpe_dropout_trains_on_copies_of_the_training_text_only(corpus_file, tokenizer):
-    from textgen import data
-
     train_tokens, stream = _segmented(corpus_file, tokenizer)
     tokens = stream.array()
     assert np.array_equal(tokens[: len(train_tokens)], train_tokens)  # first, as it is
     eot = tokenizer.eot_id
     documents = np.count_nonzero(train_tokens == eot)
-    assert np.count_nonzero(tokens == eot) == documents * data.MAX_SEGMENTATIONS
+    assert np.count_nonzero(tokens == eot) == documents * MAX_SEGMENTATIONS
     held_in = tokenizer.decode(train_tokens[train_tokens != eot])
     copies = np.split(tokens, np.flatnonzero(tokens == eot))
     texts = [tokenizer.decode(c[c != eot]) for c in copies if len(c)]
     # every copy spells one of the training documents: nothing of the held-out text
-    assert "".join(texts) == held_in * data.MAX_SEGMENTATIONS
+    assert "".join(texts) == held_in * MAX_SEGMENTATIONS
     assert not np.array_equal(tokens[len(train_tokens) :][: len(train_tokens)], train_tokens)
 
 
@@ -204,9 +207,9 @@ def test_bpe_dropout_segmentations_are_kept_for_a_resume_and_none_without_it(
 def test_bpe_dropout_says_so_when_the_corpus_leaves_no_room_for_a_copy(
     corpus_file, tokenizer, monkeypatch
 ):
-    from textgen import data
+    import textgen.text.segmentations as module
 
-    monkeypatch.setattr(data, "SEGMENTATION_TOKENS", 1000)
+    monkeypatch.setattr(module, "SEGMENTATION_TOKENS", 1000)
     notices = []
     assert _segmented(corpus_file, tokenizer, notices.append)[1] is None
     assert "BPE-dropout is off" in notices[-1].message

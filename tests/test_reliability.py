@@ -3,30 +3,28 @@ the right exit code, no traceback) to every bad input."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, train_command
+from helpers import TINY, one_line_error, run_cli, train_command
 from safetensors.torch import load_file
 
-from textgen import cli, modeldir
-from textgen.complete import Completion
-from textgen.config import SampleConfig, TrainConfig
-from textgen.corpus import open_corpus
+from textgen.decode.completion import Completion
 from textgen.errors import TextgenError
-from textgen.events import EvalReport
-from textgen.train import resume, train
+from textgen.model import folder as model_folder
+from textgen.records import EvalReport
+from textgen.settings import SampleConfig, TrainConfig
+from textgen.text.corpus import open_corpus
+from textgen.training.run import resume, train
 
-SETTINGS = dict(steps=40, time_budget=None, batch_size=4, eval_interval=10, seed=3)
+SETTINGS = dict(steps=40, time_budget=None, batch_size=4, eval_interval=10, seed=3, bpe_dropout=0.0)
 
 
 def _train(folder: Path, corpus_file: Path, callback=lambda e: None, **changes):
@@ -61,21 +59,21 @@ def test_interrupted_and_resumed_run_ends_with_bitwise_the_same_weights(
 def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, corpus_file, monkeypatch):
     folder = tmp_path / "m"
     _train(folder, corpus_file)
-    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.name != modeldir.METRICS}
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.name != model_folder.METRICS}
 
     def disk_full(fd):  # every save flushes its temporary file before renaming it
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(modeldir.os, "fsync", disk_full)
+    monkeypatch.setattr(model_folder.os, "fsync", disk_full)
     with (
         open_corpus([str(corpus_file)]) as corpus,
         pytest.raises(TextgenError, match="No space left on device.*previous checkpoint is intact"),
     ):
         resume(folder, corpus, more_steps=15)
     monkeypatch.undo()
-    after = {p.name: p.read_bytes() for p in folder.iterdir() if p.name != modeldir.METRICS}
+    after = {p.name: p.read_bytes() for p in folder.iterdir() if p.name != model_folder.METRICS}
     assert after == before  # every file whole and unchanged, no temporary left behind
-    assert modeldir.load_train_state(folder)["step"] == 40
+    assert model_folder.load_train_state(folder)["step"] == 40
 
 
 def test_sigkill_at_random_moments_never_leaves_an_unloadable_model(tmp_path, corpus_file):
@@ -87,7 +85,7 @@ def test_sigkill_at_random_moments_never_leaves_an_unloadable_model(tmp_path, co
     base = train_command(
         corpus_file, folder, "--batch-size", "4", "--save-every", "3", "--eval-interval", "1000"
     )
-    state_file = folder / modeldir.TRAIN_STATE
+    state_file = folder / model_folder.TRAIN_STATE
     rng = random.Random(0)
     killed_after = []
     for attempt in range(4):
@@ -102,33 +100,15 @@ def test_sigkill_at_random_moments_never_leaves_an_unloadable_model(tmp_path, co
         time.sleep(rng.uniform(0, 0.5))
         process.send_signal(signal.SIGKILL)
         assert process.wait() == -signal.SIGKILL, "the run ended before it was killed"
-        modeldir.load(folder)  # the model loads ...
-        killed_after.append(modeldir.load_train_state(folder)["step"])  # ... and its state
+        model_folder.load(folder)  # the model loads ...
+        killed_after.append(model_folder.load_train_state(folder)["step"])  # ... and its state
     assert killed_after == sorted(killed_after) and killed_after[-1] > killed_after[0]
     final = subprocess.run(base + ["--resume"], capture_output=True, text=True)
     assert final.returncode == 0, final.stderr
     assert "resuming" in final.stderr
-    assert modeldir.load_train_state(folder)["step"] > killed_after[-1]
-    modeldir.load(folder)
+    assert model_folder.load_train_state(folder)["step"] > killed_after[-1]
+    model_folder.load(folder)
     assert not [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
-
-
-def run_cli(capsys, monkeypatch, *args, stdin: str | None = None) -> tuple[int, str, str]:
-    """Run the CLI in this process (fast): exit code, stdout, stderr."""
-    if stdin is not None:
-        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin.encode())))
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(list(args))
-    out = capsys.readouterr()
-    return exit_info.value.code, out.out, out.err
-
-
-def one_line_error(code: int, err: str, expected_code: int, message: str) -> None:
-    lines = err.strip().splitlines()
-    assert code == expected_code, err
-    assert len(lines) == 1 and lines[0].startswith("error:"), err
-    assert message in lines[0]
-    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize(
@@ -217,7 +197,7 @@ def test_a_model_folder_cannot_run_code(tmp_path, trained_folder):
 
     torch.save({"step": Exploit()}, folder / "train_state.pt")
     with pytest.raises(TextgenError, match="train_state.pt: unreadable"):
-        modeldir.load_train_state(folder)
+        model_folder.load_train_state(folder)
     assert not (tmp_path / "pwned").exists()
 
 
@@ -282,6 +262,6 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path, corpus_file):
     assert process.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert out == ""
-    state = modeldir.load_train_state(folder)
+    state = model_folder.load_train_state(folder)
     assert state["step"] >= 1
-    modeldir.load(folder)
+    model_folder.load(folder)

@@ -7,15 +7,15 @@ import math
 import pytest
 import torch
 
-from textgen.complete import Completion
-from textgen.config import SampleConfig
-from textgen.errors import SettingError
-from textgen.sampling import (
+from textgen.decode.completion import Completion
+from textgen.decode.sampling import (
     apply_repetition_penalty,
     filter_logits,
     logits_to_probs,
     sample,
 )
+from textgen.errors import SettingError
+from textgen.settings import SampleConfig
 
 LOGITS = torch.tensor([[2.0, 1.0, 0.5, 0.0, -1.0, -3.0]])
 
@@ -91,7 +91,7 @@ def test_repetition_penalty_lowers_seen_tokens_only():
 def _text(lm, prompt, **settings) -> str:
     completion = Completion(lm, prompt, SampleConfig(**settings))
     list(completion)
-    return completion.texts[0]
+    return completion.samples[0].text
 
 
 def test_same_seed_gives_the_same_text(lm):

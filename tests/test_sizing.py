@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from textgen import modeldir, sizing
-from textgen.config import ModelConfig, TrainConfig, depth_shape
-from textgen.corpus import open_corpus
-from textgen.events import Notice
-from textgen.train import train
+from textgen.model import folder as model_folder
+from textgen.records import Notice
+from textgen.settings import ModelConfig, TrainConfig
+from textgen.text.corpus import open_corpus
+from textgen.training import sizing
+from textgen.training.recipe import depth_shape
+from textgen.training.run import train
 
 CPU = torch.device("cpu")
 ARCH = {"context_window": 64}
@@ -75,12 +77,12 @@ def test_training_speed_is_measured_on_the_device():
 def test_training_without_a_shape_sizes_the_model_and_says_so(tmp_path, corpus_file):
     events = []
     config = TrainConfig(steps=2, time_budget=None, batch_size=4, eval_interval=100)
-    arch = {"context_window": 32}
+    arch = {"context_window": 32, "dropout": 0.0}
     with open_corpus([str(corpus_file)]) as corpus:
         train(tmp_path / "auto", corpus, config, arch, 300, callback=events.append)
     notices = [e.message for e in events if isinstance(e, Notice) and "size auto" in e.message]
     assert len(notices) == 1
-    model = modeldir.load(tmp_path / "auto").model
+    model = model_folder.load(tmp_path / "auto").model
     # ~10k tokens of text allow no more than the smallest depth
     assert model.config.n_layer == sizing.MIN_DEPTH
     assert model.config.n_embd == depth_shape(sizing.MIN_DEPTH)["n_embd"]
@@ -102,12 +104,12 @@ def test_the_dial_keeps_heads_of_32(depth):
     ],
 )
 def test_the_shape_can_be_set_by_hand(tmp_path, corpus_file, options, shape):
-    from textgen import cli
+    from textgen.cli.app import main
 
     folder = tmp_path / "by-hand"
     argv = ["train", str(corpus_file), "--model", str(folder), "--steps", "1", *options]
     with pytest.raises(SystemExit) as exit_info:
-        cli.main([*argv, "--context", "16", "--vocab-size", "300"])
+        main([*argv, "--context", "16", "--vocab-size", "300"])
     assert exit_info.value.code == 0
-    config = modeldir.load(folder).model.config
+    config = model_folder.load(folder).model.config
     assert (config.n_layer, config.n_embd, config.n_head) == shape

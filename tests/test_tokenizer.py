@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from textgen.errors import SettingError
-from textgen.tokenizer import END_OF_TEXT, Tokenizer
+from textgen.text.tokenizer import END_OF_TEXT, Tokenizer
 
 AWKWARD = [
     "",

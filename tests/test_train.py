@@ -8,19 +8,21 @@ import subprocess
 import sys
 
 import pytest
-from conftest import TINY
+from helpers import TINY
 
-from textgen import modeldir
-from textgen.config import TrainConfig, default_vocab_size, parse_count, parse_duration
-from textgen.corpus import open_corpus
 from textgen.errors import SettingError, TextgenError
-from textgen.events import EvalReport, Notice
-from textgen.optim import lr_multiplier
-from textgen.train import resume, train
+from textgen.model import folder as model_folder
+from textgen.records import EvalReport, Notice
+from textgen.settings import TrainConfig
+from textgen.text.corpus import open_corpus
+from textgen.training.optim import lr_multiplier
+from textgen.training.recipe import default_vocab_size
+from textgen.training.run import resume, train
+from textgen.units import parse_count, parse_duration
 
 
 def test_validation_loss_falls_well_below_chance(trained_folder, lm):
-    metrics = modeldir.read_metrics(trained_folder)
+    metrics = model_folder.read_metrics(trained_folder)
     assert [(m["step"], m["final"]) for m in metrics] == [(100, False), (200, True)]
     assert metrics[-1]["final"]
     chance = math.log(lm.model_config.vocab_size)
@@ -38,7 +40,9 @@ def test_schedule_warms_up_holds_and_decays_to_zero():
 
 
 def _train(folder, corpus_file, events=None, overwrite=False, **overrides):
-    settings = dict(steps=5, time_budget=None, batch_size=4, eval_interval=100, seed=0)
+    settings = dict(
+        steps=5, time_budget=None, batch_size=4, eval_interval=100, seed=0, bpe_dropout=0.0
+    )
     settings.update(overrides)
     with open_corpus([str(corpus_file)]) as corpus:
         return train(
@@ -67,15 +71,15 @@ def test_resume_with_more_steps_extends_the_run(tmp_path, corpus_file):
     with open_corpus([str(corpus_file)]) as corpus:
         result = resume(folder, corpus, more_steps=3)
     assert result.steps == 8
-    assert modeldir.read_config(folder)["training"]["steps"] == 8
+    assert model_folder.read_config(folder)["training"]["steps"] == 8
 
 
 def test_overwrite_replaces_the_model_and_its_history(tmp_path, corpus_file):
     folder = tmp_path / "m"
     _train(folder, corpus_file, steps=6)
     _train(folder, corpus_file, overwrite=True, steps=2)
-    assert modeldir.read_config(folder)["training"]["steps"] == 2
-    assert [m["step"] for m in modeldir.read_metrics(folder)] == [2]
+    assert model_folder.read_config(folder)["training"]["steps"] == 2
+    assert [m["step"] for m in model_folder.read_metrics(folder)] == [2]
 
 
 def test_time_budget_stops_the_run(tmp_path, corpus_file):
@@ -88,11 +92,11 @@ def test_time_budget_stops_the_run(tmp_path, corpus_file):
 def test_existing_tokenizer_in_the_folder_is_reused(tmp_path, corpus_file, tokenizer):
     folder = tmp_path / "m"
     folder.mkdir()
-    modeldir.save_tokenizer(folder, tokenizer)
+    model_folder.save_tokenizer(folder, tokenizer)
     events = []
     _train(folder, corpus_file, events)
     assert any(isinstance(e, Notice) and "folder's tokenizer" in e.message for e in events)
-    assert modeldir.load_tokenizer(folder).to_json() == tokenizer.to_json()
+    assert model_folder.load_tokenizer(folder).to_json() == tokenizer.to_json()
 
 
 def test_corpus_smaller_than_a_context_window_is_a_clear_error(tmp_path):
@@ -125,13 +129,14 @@ def test_one_validation_pass_gives_the_full_figure_and_the_checkpoint_yardstick(
     the first eval_tokens that checkpoints are compared by: as two separate passes would."""
     import numpy as np
 
-    from textgen.evaluate import evaluate, evaluate_with_head, token_byte_lengths
+    from textgen.training.evaluate import evaluate, token_byte_lengths
 
     ids = np.array(lm.tokenizer.encode("The cat sees the moon by the sea. " * 40))
     lengths = token_byte_lengths(lm.tokenizer.token_bytes)
-    full, head = evaluate_with_head(lm.model, ids, lengths, head_tokens=50)
-    expected_full = evaluate(lm.model, ids, lengths)
-    expected_head = evaluate(lm.model, ids, lengths, max_tokens=50)
+    both = evaluate(lm.model, ids, lengths, first_tokens=50)
+    full, head = both.result, both.first
+    expected_full = evaluate(lm.model, ids, lengths).result
+    expected_head = evaluate(lm.model, ids, lengths, max_tokens=50).result
     assert (full.tokens, head.tokens) == (expected_full.tokens, 50) and full.tokens > 50
     assert full.loss == pytest.approx(expected_full.loss, rel=1e-5)
     assert head.loss == pytest.approx(expected_head.loss, rel=1e-5)
@@ -140,7 +145,7 @@ def test_one_validation_pass_gives_the_full_figure_and_the_checkpoint_yardstick(
 
 KEPT_MEMORY = """
 import ctypes, sys, torch
-from textgen.device import prepare_device
+from textgen.model.device import prepare_device
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in (
         "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",

@@ -12,10 +12,12 @@ import pytest
 import torch
 from rich.console import Console
 
-from textgen import render, views
-from textgen.complete import Completion
-from textgen.config import SampleConfig
-from textgen.evaluate import evaluate, score_text, token_byte_lengths
+from textgen.decode.completion import Completion
+from textgen.model.readout import attention_patterns
+from textgen.records import EvalResult
+from textgen.settings import SampleConfig
+from textgen.training.evaluate import evaluate, score_text, token_byte_lengths
+from textgen.ui import generation, inspection, jsonout, models, style, training
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,8 @@ def completion(lm):
 
 
 def test_json_sample_is_consistent(completion):
-    data = json.loads(json.dumps(completion.to_json(0, "The cat")))
+    record = jsonout.generation(completion.result(), 0, "tiny", completion.lm.tokenizer.token_text)
+    data = json.loads(json.dumps(record))
     assert data["prompt"] == "The cat" and data["settings"]["temperature"] == 0.9
     assert data["generated_tokens"] == len(data["tokens"]) <= 25
     for token in data["tokens"]:
@@ -53,27 +56,28 @@ def test_model_probabilities_over_the_whole_vocabulary_sum_to_one(lm):
 
 def test_attention_rows_sum_to_one_and_never_look_ahead(lm):
     ids = torch.tensor([[lm.tokenizer.eot_id, *lm.tokenizer.encode("The old fox sees the moon")]])
-    patterns = lm.model.attention_patterns(ids)  # (layers, heads, T, T)
+    patterns = attention_patterns(lm.model, ids)  # (layers, heads, T, T)
     T = ids.shape[1]
     assert patterns.shape == (lm.model_config.n_layer, lm.model_config.n_head, T, T)
     torch.testing.assert_close(patterns.sum(-1), torch.ones(patterns.shape[:-1]))
     assert torch.all(patterns.triu(diagonal=1) == 0)
 
 
-def test_recording_attention_does_not_change_the_logits(lm):
+def test_reading_attention_out_leaves_the_model_as_it_was(lm):
     ids = torch.tensor([lm.tokenizer.encode("My friend follows the bird")])
     with torch.no_grad():
         before = lm.model(ids)[0]
-        lm.model.attention_patterns(ids)
+        attention_patterns(lm.model, ids)
         after = lm.model(ids)[0]
     torch.testing.assert_close(before, after, rtol=0, atol=0)
+    assert not any(block.attn._forward_hooks for block in lm.model.blocks)
 
 
 def test_score_and_evaluate_agree_on_bits_per_byte(lm):
     text = "The cat sees the moon by the sea. A dog finds some bread. " * 8
     scored = score_text(lm, text)
     ids = np.array([lm.tokenizer.eot_id, *lm.tokenizer.encode(text)])
-    evaluated = evaluate(lm.model, ids, token_byte_lengths(lm.tokenizer.token_bytes))
+    evaluated = evaluate(lm.model, ids, token_byte_lengths(lm.tokenizer.token_bytes)).result
     assert len(ids) > lm.model_config.context_window  # crosses window boundaries
     assert scored.result.bits_per_byte == pytest.approx(evaluated.bits_per_byte, rel=1e-9)
     assert scored.result.bytes == len(text.encode("utf-8"))
@@ -81,15 +85,15 @@ def test_score_and_evaluate_agree_on_bits_per_byte(lm):
 
 
 def test_probability_bands_colour_likely_and_unlikely_tokens_differently():
-    assert views.prob_style(0.9) != views.prob_style(0.001)
-    text = views.coloured([("likely", 0.9), ("rare", 0.001)])
-    assert [span.style for span in text.spans] == [views.prob_style(0.9), views.prob_style(0.001)]
+    assert style.prob_style(0.9) != style.prob_style(0.001)
+    text = style.coloured([("likely", 0.9), ("rare", 0.001)])
+    assert [span.style for span in text.spans] == [style.prob_style(0.9), style.prob_style(0.001)]
 
 
 def _renderables(lm, completion):
-    records = [r for r in completion.records[0] if r.token_id is not None]
+    records = [r for r in completion.samples[0].tokens if r.token_id is not None]
     render_token = lm.tokenizer.render
-    labels = [render_token(i) for i in [lm.tokenizer.eot_id, *lm.tokenizer.encode("The cat sees")]]
+    labels = [render_token(i) for i in lm.tokenizer.encode_document("The cat sees")]
     n = len(labels)
     pattern = [[1 / (i + 1) if j <= i else 0.0 for j in range(n)] for i in range(n)]
     metrics = [
@@ -97,13 +101,7 @@ def _renderables(lm, completion):
         for s in range(100, 600, 100)
     ]
     pieces = [(r.text, math.exp(r.logprob)) for r in records]
-    summary = {
-        "tokens": 9,
-        "bytes": 30,
-        "bits_per_byte": 1.5,
-        "perplexity": 20.0,
-        "mean_surprisal_bits": 4.3,
-    }
+    result = EvalResult(loss=2.0, bits_per_byte=1.5, tokens=9, bytes=30)
     meta = {
         "model": lm.model_config.to_dict(),
         "tokenizer": {"vocab_size": 300},
@@ -118,26 +116,17 @@ def _renderables(lm, completion):
     }
     stats = {"tokens": 3, "bytes": 12, "words": 3, "bytes_per_token": 4.0, "tokens_per_word": 1.0}
     return {
-        "top table": views.top_table(records, render_token, 5),
-        "distribution": views.distribution(records[0], render_token, 0.9),
-        "live": views.live_generation("The cat", pieces, records[-1], render_token, 0.9, 3),
-        "surprisal": views.surprisal_view(pieces, summary),
-        "heatmap": views.attention_heatmap(pattern, labels, 0, "layer 0, head 0"),
-        "grid": views.attention_grid([pattern, pattern], labels, 0, 0),
-        "curve": views.loss_curve(metrics),
-        "info": render.info_panel("tiny", meta, 1234, metrics),
-        "tokens": render.tokens_view(labels, stats),
-        "eval": render.eval_table(
-            {
-                "corpus": "c",
-                "tokens": 9,
-                "bytes": 30,
-                "loss": 2.0,
-                "bits_per_byte": 1.0,
-                "perplexity": 7.4,
-            }
-        ),
-        "legend": views.prob_legend(),
+        "top table": generation.top_table(records, render_token, 5),
+        "distribution": generation.distribution(records[0], render_token, 0.9),
+        "live": generation.live_generation("The cat", pieces, records[-1], render_token, 0.9, 3),
+        "surprisal": inspection.surprisal_view(pieces, result),
+        "heatmap": inspection.attention_heatmap(pattern, labels, 0, "layer 0, head 0"),
+        "grid": inspection.attention_grid([pattern, pattern], labels, 0, 0),
+        "curve": training.loss_curve(metrics),
+        "info": models.info_panel("tiny", meta, 1234, metrics),
+        "tokens": inspection.tokens_view(labels, stats),
+        "eval": inspection.eval_table("c", result),
+        "legend": style.prob_legend(),
     }
 
 

@@ -1,3 +1,3 @@
-from textgen.cli import main
+from textgen.cli.app import main
 
 main()

@@ -9,6 +9,7 @@ class TextgenError(Exception):
     """A problem the user can act on (bad file, bad model folder, bad setting). Exit code 1."""
 
     exit_code = 1
+    quiet = False  # already reported (by process 0, under torchrun): exit without a word
 
 
 class SettingError(TextgenError):

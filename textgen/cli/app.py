@@ -1,0 +1,112 @@
+"""The command line: the Typer app, its commands (one module per group), and the mapping
+from what went wrong to one line on stderr and an exit code.
+
+stdout carries only the product; everything else goes to stderr. Exit codes: 0 success,
+1 runtime error, 2 usage error, 130 interrupted. torch is imported inside the commands
+that need it, so `textgen --help` and option errors stay instant.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import typer
+
+from textgen.cli import generate, inspect, models, train
+from textgen.cli.options import console
+from textgen.errors import TextgenError
+from textgen.records import World
+from textgen.ui.console import error
+
+# typer raises click's exceptions (a vendored copy in recent typer): find the base class of
+# usage errors through the one typer exports.
+UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+app = typer.Typer(
+    name="textgen",
+    help="Train a small transformer on your own text and watch it write.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+tokenizer_app = typer.Typer(help="Train a tokenizer on its own.", no_args_is_help=True)
+app.add_typer(tokenizer_app, name="tokenizer")
+
+
+def _pipe_safe(command: Callable[..., None]) -> Callable[..., None]:
+    """The command, ending quietly (exit 0) when its reader goes away (`| head`), before
+    click would turn the broken pipe into exit status 1."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> None:
+        try:
+            command(*args, **kwargs)
+        except BrokenPipeError:
+            _quiet_broken_pipe()
+            raise typer.Exit(0) from None
+
+    return run
+
+
+app.command()(_pipe_safe(train.train))
+tokenizer_app.command("train")(_pipe_safe(train.tokenizer_train))
+app.command()(_pipe_safe(generate.generate))
+app.command()(_pipe_safe(inspect.tokenize))
+app.command()(_pipe_safe(inspect.score))
+app.command()(_pipe_safe(inspect.attention))
+app.command("eval")(_pipe_safe(inspect.evaluate))
+app.command()(_pipe_safe(models.info))
+app.command()(_pipe_safe(models.models))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the command line and exit with its code; every failure is one line on stderr."""
+    try:
+        code = app(args=argv, prog_name="textgen", standalone_mode=False)
+        code = code if isinstance(code, int) else 0
+    except BaseException as exc:  # noqa: BLE001 - each kind is mapped below
+        code = _report(exc)
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+    sys.exit(code)
+
+
+def _report(exc: BaseException) -> int:
+    """Say what went wrong, in one line on stderr, and return the exit code."""
+    if isinstance(exc, UsageError):
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: show its help
+            print(exc.ctx.get_help(), file=sys.stderr)
+            return 0
+        hint = f" (see: {exc.ctx.command_path} --help)" if exc.ctx else ""
+        error(console, exc.format_message() + hint)
+        return 2
+    if isinstance(exc, typer.Exit):
+        return exc.exit_code
+    if isinstance(exc, typer.Abort | KeyboardInterrupt):
+        error(console, "interrupted")
+        return 130
+    if isinstance(exc, TextgenError):
+        world = World.from_environment()
+        if not exc.quiet:  # else process 0 already reported it
+            error(console, f"process {world.rank}: {exc}" if world.rank else str(exc))
+        return exc.exit_code
+    if not isinstance(exc, Exception) or os.environ.get("TEXTGEN_DEBUG"):
+        raise exc  # SystemExit and the like; a bug's traceback on request
+    error(
+        console, f"internal error: {type(exc).__name__}: {exc} (set TEXTGEN_DEBUG=1 to see where)"
+    )
+    return 1
+
+
+def _quiet_broken_pipe() -> None:
+    """stdout's reader went away (`| head`): stop writing, without a traceback at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())

@@ -1,0 +1,120 @@
+"""`textgen generate`: a prompt in, a streamed continuation out."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from textgen.cli.options import (
+    DeviceOption,
+    JsonOption,
+    ModelOption,
+    console,
+    read_text_argument,
+    resolve,
+    unescape,
+)
+from textgen.errors import SettingError
+from textgen.settings import DTYPES, SampleConfig
+from textgen.ui import jsonout
+from textgen.ui.console import notice
+from textgen.ui.generation import GenerateView, prompt_notice
+
+
+def generate(
+    prompt: Annotated[
+        str | None,
+        typer.Argument(help="Text to continue; - or a pipe reads stdin.", show_default=False),
+    ] = None,
+    model: ModelOption = "default",
+    temperature: Annotated[
+        float,
+        typer.Option("--temperature", "-t", help="0 (greedy) to 2 (the cap); higher is wilder."),
+    ] = 0.8,
+    top_k: Annotated[int | None, typer.Option(help="Sample from the k most likely only.")] = None,
+    top_p: Annotated[
+        float | None, typer.Option(help="Sample from the smallest set reaching probability p.")
+    ] = None,
+    min_p: Annotated[
+        float | None, typer.Option(help="Drop tokens below min-p × the top probability.")
+    ] = None,
+    repetition_penalty: Annotated[
+        float, typer.Option(help="Above 1 discourages repeating tokens.")
+    ] = 1.0,
+    max_new_tokens: Annotated[
+        int, typer.Option("--max-new-tokens", "-n", help="Tokens to generate per sample.")
+    ] = 200,
+    seed: Annotated[int | None, typer.Option(help="Same seed, same text.")] = None,
+    stop: Annotated[
+        list[str] | None,
+        typer.Option(help="Stop before this string (repeatable); \\n and \\t are understood."),
+    ] = None,
+    num_samples: Annotated[int, typer.Option(help="Independent samples, drawn as one batch.")] = 1,
+    show_top: Annotated[
+        int,
+        typer.Option(
+            help="Show the K most likely tokens of each step: live in a terminal, "
+            "and as a table after the text."
+        ),
+    ] = 0,
+    color_probs: Annotated[
+        bool,
+        typer.Option(
+            "--color-probs/--no-color-probs",
+            help="In a terminal, colour each token by its probability.",
+        ),
+    ] = True,
+    json_output: JsonOption = False,
+    device: DeviceOption = "auto",
+    dtype: Annotated[
+        str,
+        typer.Option(
+            help="Weights' precision: auto (float32 for small models on CPU, bfloat16 for "
+            "large ones and on GPUs), float32, bfloat16 or float16."
+        ),
+    ] = "auto",
+) -> None:
+    """Continue PROMPT with text sampled from the model, streamed to stdout.
+
+    With --json, stdout gets one JSON object per sample, one per line (JSON Lines), once
+    generation ends: the text, the settings, token counts and, for every generated token,
+    its id, text, log-probability and the top alternatives (--show-top, default 5).
+    """
+    settings = SampleConfig(
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        min_p=min_p,
+        repetition_penalty=repetition_penalty,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        stop=tuple(unescape(s) for s in stop or ()),
+        num_samples=num_samples,
+    )
+    if show_top < 0:
+        raise SettingError("--show-top must be 0 (off) or more")
+    if dtype not in DTYPES:
+        raise SettingError(f"--dtype: use one of {', '.join(DTYPES)}")
+    text = read_text_argument(prompt)
+
+    from textgen.decode.completion import Completion
+    from textgen.model.device import choose_device
+    from textgen.model.folder import load
+
+    lm = load(resolve(model), choose_device(device), dtype)
+    completion = Completion(lm, text, settings, show_top=show_top or (5 if json_output else 0))
+    message = prompt_notice(text, completion.prompt_tokens, len(completion.prompt_ids))
+    if message:
+        notice(console, message, warning=completion.truncated)
+    if json_output:
+        for _ in completion:
+            pass
+        generated = completion.result()
+        for i in range(settings.num_samples):
+            jsonout.write(jsonout.generation(generated, i, str(lm.folder), lm.tokenizer.token_text))
+        return
+    with GenerateView(console, text, settings, show_top, lm.tokenizer.render, color_probs) as view:
+        for record in completion:
+            view.add(record)
+        view.finish(completion.result())

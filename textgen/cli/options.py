@@ -1,0 +1,79 @@
+"""What the command modules share: the stderr console, common options, and reading
+prompts and option values. Imports no torch."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+
+from textgen.errors import SettingError
+from textgen.settings import check_vocab_size
+from textgen.ui.console import make_console
+from textgen.units import parse_count
+
+T = TypeVar("T")
+
+console = make_console()
+
+ModelOption = Annotated[
+    str,
+    typer.Option(
+        "--model", "-m", help="Model name (under models/) or a folder path like ./my-model."
+    ),
+]
+DeviceOption = Annotated[
+    str, typer.Option(help="auto (cuda, then mps, then cpu), cpu, cuda or mps.")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+CorpusArgument = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="Text files, folders, glob patterns, or - for stdin. "
+        "None: the built-in corpus (Python's documentation).",
+        show_default=False,
+        metavar="[CORPUS]...",
+    ),
+]
+VocabSizeOption = Annotated[
+    str | None,
+    typer.Option(help="Tokenizer vocabulary, e.g. 2048 or 4k. Default: sized to the corpus."),
+]
+
+
+def read_text_argument(text: str | None) -> str:
+    """`-`, or no argument with stdin not a terminal, reads stdin (one trailing newline
+    dropped, as `echo` adds it). No argument at a terminal is the empty text."""
+    if text == "-" or (text is None and not sys.stdin.isatty()):
+        data = sys.stdin.buffer.read().decode("utf-8", errors="replace")
+        return data[:-1] if data.endswith("\n") else data
+    return text or ""
+
+
+def parsed(option: str, parse: Callable[[str], T], text: str) -> T:
+    """Parse an option's text, naming the option in the error."""
+    try:
+        return parse(text)
+    except SettingError as exc:
+        raise SettingError(f"{option}: {exc}") from None
+
+
+def parse_vocab_size(text: str | None) -> int | None:
+    """--vocab-size: a count (`2048`, `4k`) of at least 257 tokens; None when not given."""
+    return check_vocab_size(parsed("--vocab-size", parse_count, text)) if text else None
+
+
+def unescape(text: str) -> str:
+    r"""--stop '\n\n' means two newlines: read \n, \t and \\ as a shell user means them."""
+    return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
+
+
+def resolve(name: str) -> Path:
+    """--model's value as a folder (`textgen.model.folder.resolve`)."""
+    from textgen.model.folder import resolve as resolve_folder
+
+    return resolve_folder(name)

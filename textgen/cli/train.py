@@ -1,0 +1,214 @@
+"""`textgen train` and `textgen tokenizer train`: options in, one library call, the
+training screen out."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from textgen.cli.options import (
+    CorpusArgument,
+    ModelOption,
+    VocabSizeOption,
+    console,
+    parse_vocab_size,
+    parsed,
+    resolve,
+)
+from textgen.errors import SettingError
+from textgen.records import World
+from textgen.settings import TrainConfig
+from textgen.training.recipe import SIZE_PRESETS, check_architecture, model_shape
+from textgen.ui.console import notice
+from textgen.units import parse_duration
+
+
+def _default(name: str) -> str:
+    """A TrainConfig default, as --help shows it."""
+    return str(TrainConfig.__dataclass_fields__[name].default)
+
+
+def train(
+    corpus: CorpusArgument = None,
+    model: ModelOption = "default",
+    size: Annotated[
+        str,
+        typer.Option(
+            help="auto: sized to the budget and the corpus; or a preset: "
+            f"{', '.join(SIZE_PRESETS)}."
+        ),
+    ] = "auto",
+    layers: Annotated[
+        int | None,
+        typer.Option(help="Override the preset's layers (with auto: the depth, 32 wide each)."),
+    ] = None,
+    width: Annotated[int | None, typer.Option(help="Override the preset's width.")] = None,
+    heads: Annotated[int | None, typer.Option(help="Override the preset's heads.")] = None,
+    context: Annotated[int, typer.Option(help="Context window, in tokens.")] = 128,
+    dropout: Annotated[
+        float | None,
+        typer.Option(help="Dropout while training. Default: 0.2 for corpora under 50 MB, else 0."),
+    ] = None,
+    bpe_dropout: Annotated[
+        float | None,
+        typer.Option(
+            help="Train on the text segmented anew, skipping each BPE merge with this "
+            "probability. Default: 0.1 for corpora under 50 MB, else 0."
+        ),
+    ] = None,
+    vocab_size: VocabSizeOption = None,
+    steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
+    time: Annotated[
+        str | None,
+        typer.Option(
+            "--time", help="Wall-clock budget, e.g. 90s, 5m, 2h. Default 5m without --steps."
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Sequences per step, over all processes.", show_default=_default("batch_size")
+        ),
+    ] = None,
+    micro_batch_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Sequences per forward pass in each process; steps then accumulate "
+            "gradients over several. Default: the whole share of the batch at once."
+        ),
+    ] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(help="Peak learning rate.", show_default=_default("learning_rate")),
+    ] = None,
+    eval_interval: Annotated[
+        int | None,
+        typer.Option(
+            help="Steps between validation passes.", show_default=_default("eval_interval")
+        ),
+    ] = None,
+    save_every: Annotated[
+        str | None,
+        typer.Option(
+            help="Checkpoint every N steps (200) or every duration (10m). "
+            "Default: at each validation pass."
+        ),
+    ] = None,
+    val_fraction: Annotated[
+        float | None,
+        typer.Option(
+            help="Share of the corpus held out, at most 262k tokens.",
+            show_default=_default("val_fraction"),
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Random seed.", show_default=_default("seed"))
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="auto (cuda, then mps, then cpu), cpu, cuda or mps.")
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Continue the model in the folder where it stopped; --steps and "
+            "--time then add to its budget."
+        ),
+    ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace the model in the folder.")] = False,
+    compile: Annotated[
+        bool | None,
+        typer.Option(
+            "--compile/--no-compile",
+            help="torch.compile the model for training. Default: on CUDA only.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Train a tokenizer and a transformer on CORPUS, saving them into the model folder.
+
+    Several processes (CPUs or GPUs) train one model together when started by torchrun:
+    torchrun --nproc-per-node 4 -m textgen train corpus.txt --model big
+    """
+    if resume and overwrite:
+        raise SettingError("--resume cannot be combined with --overwrite")
+    architecture: dict[str, Any] = {
+        "context_window": context,
+        **model_shape(size, layers, width, heads),
+    }
+    if dropout is not None:
+        architecture["dropout"] = dropout
+    check_architecture(architecture)  # before any work
+    time_budget = parsed("--time", parse_duration, time) if time else None
+    given = {
+        "batch_size": batch_size,
+        "micro_batch_size": micro_batch_size,
+        "compile": compile,
+        "bpe_dropout": bpe_dropout,
+        "learning_rate": lr,
+        "eval_interval": eval_interval,
+        "val_fraction": val_fraction,
+        "seed": seed,
+        "device": device,
+        **_save_every(save_every),
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    vocab_tokens = parse_vocab_size(vocab_size)
+    folder = resolve(model)
+    config = TrainConfig(
+        steps=steps, time_budget=time_budget or (None if steps else 300.0), **given
+    )
+    world = World.from_environment()
+    if world.distributed and "-" in (corpus or []):
+        raise SettingError(
+            "CORPUS: under torchrun every process reads the corpus: give files, not -"
+        )
+
+    from textgen.model.folder import read_metrics
+    from textgen.text.corpus import BUILTIN_NAME, open_corpus
+    from textgen.training import distributed
+    from textgen.training.run import resume as resume_run
+    from textgen.training.run import train as train_run
+    from textgen.ui.training import TrainView
+
+    if not corpus and world.is_main:
+        notice(console, f"no corpus given: using the {BUILTIN_NAME}")
+    try:
+        with open_corpus(corpus or []) as source, TrainView(console) as view:
+            if resume:
+                result = resume_run(folder, source, steps, time_budget, given, callback=view)
+            else:
+                result = train_run(
+                    folder, source, config, architecture, vocab_tokens, overwrite, view
+                )
+    finally:
+        distributed.shutdown()
+    if world.is_main:
+        view.summary(result, model, read_metrics(folder))
+    if result.interrupted:
+        raise typer.Exit(130)
+
+
+def _save_every(text: str | None) -> dict:
+    """'200' -> every 200 steps; '10m' -> every 10 minutes."""
+    if text is None:
+        return {}
+    if text.strip().isdigit():
+        return {"save_every_steps": int(text)}
+    return {"save_every_seconds": parsed("--save-every", parse_duration, text)}
+
+
+def tokenizer_train(
+    corpus: CorpusArgument = None,
+    vocab_size: VocabSizeOption = None,
+    model: ModelOption = "default",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing tokenizer.")] = False,
+) -> None:
+    """Train only the tokenizer; `textgen train --model NAME` then uses it."""
+    from textgen.text.corpus import open_corpus
+    from textgen.training.preparation import train_tokenizer
+    from textgen.ui.training import TrainView
+
+    vocab_tokens = parse_vocab_size(vocab_size)
+    with open_corpus(corpus or []) as source, TrainView(console) as view:
+        train_tokenizer(resolve(model), source, vocab_tokens, overwrite, view)

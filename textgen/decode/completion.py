@@ -1,0 +1,146 @@
+"""Text in, text out: the library call behind `textgen generate`.
+
+It tokenizes the prompt (after an end-of-text token, which marks the start of a text),
+keeps its last context-window tokens, runs the decoding loop, turns token ids back into
+text without splitting UTF-8 characters, and ends each sample at a stop string, at the
+end-of-text token, or after `max_new_tokens`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+
+from textgen.decode.loop import generate, new_seed, truncate_to_window
+from textgen.model.folder import LoadedModel
+from textgen.records import Candidate, Generation, Sample, TokenRecord
+from textgen.settings import SampleConfig
+from textgen.text.tokenizer import StreamDecoder, Tokenizer
+
+
+class StopMatcher:
+    """Streams text through, holding back anything that might be the start of a stop
+    string, and cuts the text at the first stop string found."""
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        self.stops = stops
+        self.pending = ""
+        self.stopped = False
+
+    def feed(self, piece: str) -> str:
+        if self.stopped or not self.stops:
+            return "" if self.stopped else piece
+        self.pending += piece
+        cut = min((i for s in self.stops if (i := self.pending.find(s)) >= 0), default=-1)
+        if cut >= 0:
+            out, self.pending, self.stopped = self.pending[:cut], "", True
+            return out
+        hold = max(
+            (n for s in self.stops for n in range(1, len(s)) if self.pending.endswith(s[:n])),
+            default=0,
+        )
+        out = self.pending[: len(self.pending) - hold]
+        self.pending = self.pending[len(out) :]
+        return out
+
+    def flush(self) -> str:
+        out, self.pending = ("" if self.stopped else self.pending), ""
+        return out
+
+
+def prompt_window(tokenizer: Tokenizer, prompt: str, window: int) -> tuple[list[int], int | None]:
+    """The ids the model sees for `prompt` (after the end-of-text marker), at most `window`
+    of them, and the prompt's token count (None where it was not counted).
+
+    A prompt far longer than the window is only tokenized from its end: a tail of (window
+    + 64) x the longest token's length in characters holds more than a window of tokens,
+    and tokenization differs only around its first word, which is dropped. Memory stays
+    bounded by the window, not by the prompt.
+    """
+    tail_chars = (window + 64) * tokenizer.max_token_bytes
+    if len(prompt) > 4 * tail_chars:
+        return tokenizer.encode(prompt[-tail_chars:])[-window:], None
+    ids = tokenizer.encode_document(prompt)
+    return truncate_to_window(ids, window)[0], len(ids) - 1
+
+
+class Completion:
+    """Iterate it for `TokenRecord`s as they are generated; afterwards `samples` holds the
+    text, tokens and finish reason of each sample, and `result()` the whole as plain data.
+
+    Before iterating, `prompt_tokens` and `dropped_tokens` tell how the prompt was read.
+    """
+
+    def __init__(
+        self, lm: LoadedModel, prompt: str, settings: SampleConfig, show_top: int = 0
+    ) -> None:
+        self.lm, self.prompt, self.show_top = lm, prompt, show_top
+        if settings.seed is None:  # fix it now so it can be reported and reused
+            settings = replace(settings, seed=new_seed())
+        self.settings = settings
+        window = lm.model.config.context_window
+        self.prompt_ids, self.prompt_tokens = prompt_window(lm.tokenizer, prompt, window)
+        self.truncated = self.prompt_tokens is None or self.prompt_tokens + 1 > window
+        # tokens of the prompt left out (None: a very long prompt, not counted)
+        self.dropped_tokens = (
+            None if self.prompt_tokens is None else self.prompt_tokens + 1 - len(self.prompt_ids)
+        )
+        self.samples = [Sample() for _ in range(settings.num_samples)]
+
+    @property
+    def seed(self) -> int:
+        return self.settings.seed  # type: ignore[return-value]
+
+    def result(self) -> Generation:
+        return Generation(
+            self.prompt, self.prompt_tokens, self.dropped_tokens, self.settings, self.samples
+        )
+
+    def __iter__(self) -> Iterator[TokenRecord]:
+        tokenizer = self.lm.tokenizer
+        n = self.settings.num_samples
+        decoders = [StreamDecoder(tokenizer.token_bytes) for _ in range(n)]
+        stops = [StopMatcher(self.settings.stop) for _ in range(n)]
+        done = [False] * n
+        steps = generate(
+            self.lm.model, self.prompt_ids, self.settings, self.show_top, tokenizer.eot_id
+        )
+        for step in steps:
+            ids = step.token_ids.tolist()
+            probs, logprobs = step.probs.tolist(), step.logprobs.tolist()
+            top = None
+            if step.top_ids is not None:
+                top = (step.top_ids.tolist(), step.top_logprobs.tolist(), step.top_probs.tolist())
+            for i, sample in enumerate(self.samples):
+                if done[i]:
+                    continue
+                sample.generated_tokens += 1
+                if ids[i] == tokenizer.eot_id:
+                    piece = stops[i].feed(decoders[i].flush()) + stops[i].flush()
+                    done[i], sample.finish_reason = True, "end_of_text"
+                else:
+                    piece = stops[i].feed(decoders[i].feed(ids[i]))
+                    if stops[i].stopped:
+                        done[i], sample.finish_reason = True, "stop"
+                candidates = (
+                    [Candidate(*c) for c in zip(top[0][i], top[1][i], top[2][i], strict=True)]
+                    if top
+                    else []
+                )
+                yield self._add(
+                    sample, TokenRecord(i, ids[i], piece, probs[i], logprobs[i], candidates)
+                )
+            if all(done):
+                steps.close()
+                break
+        for i, sample in enumerate(self.samples):
+            if not done[i]:
+                tail = stops[i].feed(decoders[i].flush()) + stops[i].flush()
+                if tail:
+                    yield self._add(sample, TokenRecord(i, None, tail, 1.0, 0.0))
+
+    @staticmethod
+    def _add(sample: Sample, record: TokenRecord) -> TokenRecord:
+        sample.text += record.text
+        sample.tokens.append(record)
+        return record

@@ -1,0 +1,301 @@
+"""The transformer: token ids in, next-token logits out.
+
+    ids --embedding (+ positions)--> vectors --[attention -> MLP] x n_layer--> norm
+        --unembedding--> logits
+
+Design choices (each one swappable through `ModelConfig`, so recipes can be compared):
+- pre-norm residual blocks: x = x + attn(norm(x)); x = x + mlp(norm(x))
+- positions: rotary embeddings (default; attention then depends only on relative
+  position) or learned absolute positions (GPT-2)
+- norm: RMSNorm (default) or LayerNorm, without biases
+- MLP: squared ReLU (default) or GELU, 4x wide, no biases
+- dropout on the embeddings and on each residual branch (none by default)
+- unembedding tied to the embedding by default (fewer parameters for small models)
+- a KV cache for decoding: the keys and values of past tokens are kept, so each new
+  token costs one position of work instead of the whole context
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from textgen.model.kernels import dropout, squared_relu
+from textgen.settings import ModelConfig
+
+
+class KVCache:
+    """Keys and values of the tokens seen so far, preallocated for the context window."""
+
+    def __init__(
+        self, config: ModelConfig, batch_size: int, device: torch.device, dtype: torch.dtype
+    ) -> None:
+        shape = (config.n_layer, batch_size, config.n_head, config.context_window, config.head_dim)
+        self.keys = torch.zeros(shape, device=device, dtype=dtype)
+        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0  # positions filled; advanced by the model after the last layer
+
+    @property
+    def capacity(self) -> int:
+        return self.keys.shape[3]
+
+
+def rotary_tables(
+    head_dim: int, positions: torch.Tensor, base: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of the rotation angle for each (position, frequency): (T, head_dim/2)."""
+    exponents = torch.arange(0, head_dim, 2, dtype=torch.float64, device=positions.device)
+    inv_freq = 1.0 / (base ** (exponents / head_dim))
+    angles = positions.to(torch.float64)[:, None] * inv_freq[None, :]
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rotary(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+    """Rotate each pair of channels (0, 1), (2, 3), ... of x (B, H, T, D) by its position's
+    angle: as complex numbers, one multiplication by cos + i sin, (T, D/2). Under
+    torch.compile `rotation` is the real pair (cos, sin), (2, T, D/2), and the same
+    rotation is spelled out (inductor generates no code for complex numbers)."""
+    if not rotation.is_complex():
+        cos, sin = rotation
+        even, odd = x.float().unflatten(-1, (-1, 2)).unbind(-1)  # (B, H, T, D/2) each
+        turned = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)
+        return turned.flatten(-2).type_as(x)
+    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))  # (B, H, T, D/2)
+    return torch.view_as_real(pairs * rotation).flatten(-2).type_as(x)
+
+
+def causal_mask(length: int, start: int, device: torch.device) -> torch.Tensor:
+    """Which keys each of `length` queries may see, after `start` cached positions:
+    (length, start + length), query i sees keys 0 .. start + i."""
+    return torch.ones(length, start + length, dtype=torch.bool, device=device).tril(start)
+
+
+def make_norm(config: ModelConfig) -> nn.Module:
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(config.n_embd)
+    return nn.LayerNorm(config.n_embd, bias=False)
+
+
+class CausalSelfAttention(nn.Module):
+    """Each position asks a question (query), every earlier position offers an answer (key)
+    and a message (value); the softmax of query.key scores weights the messages. Future
+    positions are masked so no token can see what comes after it."""
+
+    def __init__(self, config: ModelConfig, layer_index: int) -> None:
+        super().__init__()
+        self.config = config
+        self.layer_index = layer_index
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=False)  # fused Q, K, V
+        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
+
+    def queries_keys_values(
+        self, x: torch.Tensor, rotary: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (B, T, C) -> q, k, v (B, H, T, D), positions applied."""
+        B, T, C = x.shape
+        H, D = self.config.n_head, self.config.head_dim
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q = q.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, H, D).transpose(1, 2)
+        v = v.view(B, T, H, D).transpose(1, 2)
+        if self.config.qk_norm:  # unit RMS per head: |q.k| / sqrt(D) <= sqrt(D)
+            q, k = F.rms_norm(q, (D,)), F.rms_norm(k, (D,))
+        if rotary is not None:
+            q, k = apply_rotary(q, rotary), apply_rotary(k, rotary)
+        return q, k, v
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rotary: torch.Tensor | None,
+        cache: KVCache | None,
+    ) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.queries_keys_values(x, rotary)
+
+        start = 0
+        if cache is not None:
+            start = cache.length
+            cache.keys[self.layer_index, :, :, start : start + T] = k
+            cache.values[self.layer_index, :, :, start : start + T] = v
+            k = cache.keys[self.layer_index, :, :, : start + T]  # (B, H, start+T, D)
+            v = cache.values[self.layer_index, :, :, : start + T]
+
+        if start == 0:
+            # No dropout on the attention weights: it forces SDPA's slow path on CPU;
+            # dropout acts on the embeddings and the residual branches instead.
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        elif T == 1:
+            y = F.scaled_dot_product_attention(q, k, v)  # one new token sees everything cached
+        else:
+            # a chunk appended to a cache
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, start, x.device))
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+        return self.proj(y)
+
+
+class MLP(nn.Module):
+    """The same small network applied to every position on its own."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        hidden = config.mlp_ratio * config.n_embd
+        self.up = nn.Linear(config.n_embd, hidden, bias=False)
+        self.down = nn.Linear(hidden, config.n_embd, bias=False)
+        self.activation = config.activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.up(x)
+        # GELU's tanh approximation (as GPT-2): the same curve, several times cheaper on CPU
+        h = squared_relu(h) if self.activation == "relu2" else F.gelu(h, approximate="tanh")
+        return self.down(h)
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig, layer_index: int) -> None:
+        super().__init__()
+        self.norm_attn = make_norm(config)
+        self.attn = CausalSelfAttention(config, layer_index)
+        self.norm_mlp = make_norm(config)
+        self.mlp = MLP(config)
+        self.dropout = config.dropout
+
+    def forward(self, x, rotary, cache):
+        x = x + dropout(self.attn(self.norm_attn(x), rotary, cache), self.dropout, self.training)
+        return x + dropout(self.mlp(self.norm_mlp(x)), self.dropout, self.training)
+
+
+class Transformer(nn.Module):
+    def __init__(self, config: ModelConfig, init_weights: bool = True) -> None:
+        """`init_weights=False` skips the (slow, for large models) random initialisation,
+        for weights that are loaded right after."""
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.n_embd)
+        self.pos_embed = (
+            nn.Embedding(config.context_window, config.n_embd)
+            if config.position == "learned"
+            else None
+        )
+        if config.position == "rope":
+            # derived, not saved: (context_window, head_dim/2) each; see reset_buffers
+            self.register_buffer("rope_cos", torch.empty(0), persistent=False)
+            self.register_buffer("rope_sin", torch.empty(0), persistent=False)
+            self.reset_buffers()
+        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.norm_out = make_norm(config)
+        self.unembed = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.unembed.weight = self.embed.weight
+        if init_weights:
+            self._init_all()
+
+    def _init_all(self) -> None:
+        self.apply(self._init_weights)
+        # Residual projections scaled down so the residual stream's variance does not grow
+        # with depth (GPT-2).
+        for name, p in self.named_parameters():
+            if name.endswith(("attn.proj.weight", "mlp.down.weight")):
+                if self.config.zero_init_proj:
+                    nn.init.zeros_(p)
+                else:
+                    nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * self.config.n_layer))
+
+    def rotation(self, start: int, length: int) -> torch.Tensor | None:
+        """The rotary positions start..start+length as complex numbers (None: learned)."""
+        if self.pos_embed is not None:
+            return None
+        # float32 even in a bf16 model: angles need the precision
+        cos = self.rope_cos[start : start + length].float()
+        sin = self.rope_sin[start : start + length].float()
+        if torch.compiler.is_compiling():
+            return torch.stack((cos, sin))  # (2, T, head_dim/2); see apply_rotary
+        return torch.complex(cos, sin)  # (T, head_dim/2)
+
+    def reset_buffers(self) -> None:
+        """Compute the buffers derived from the config (the rotary tables)."""
+        if self.config.position == "rope":
+            device = self.embed.weight.device
+            positions = torch.arange(self.config.context_window, device="cpu")
+            cos, sin = rotary_tables(self.config.head_dim, positions, self.config.rope_base)
+            self.rope_cos, self.rope_sin = cos.to(device), sin.to(device)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear | nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_parameters(self, embeddings: bool = True) -> int:
+        total = sum(p.numel() for p in self.parameters())
+        if not embeddings:
+            total -= self.embed.weight.numel()
+            if self.pos_embed is not None:
+                total -= self.pos_embed.weight.numel()
+            if not self.config.tie_embeddings:
+                total -= self.unembed.weight.numel()
+        return total
+
+    def training_flops_per_token(self) -> float:
+        """Floating-point operations to train on one token (forward and backward): 6 per
+        weight of every matrix multiply (2 forward, 4 backward), plus attention's scores
+        and weighted sum, 12 x context x width per layer (counted unmasked, as is usual
+        for MFU). Embedding lookups are free; a tied embedding counts as the unembedding."""
+        c = self.config
+        lookups = {id(self.pos_embed.weight)} if self.pos_embed is not None else set()
+        if not c.tie_embeddings:
+            lookups.add(id(self.embed.weight))
+        matmul = sum(p.numel() for p in self.parameters() if p.dim() == 2 and id(p) not in lookups)
+        return 6 * matmul + 12 * c.n_layer * c.context_window * c.n_embd
+
+    def forward(
+        self,
+        ids: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        last_only: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """ids (B, T) -> logits (B, T, vocab), and the mean cross-entropy if targets given.
+
+        With a cache, `ids` continue the cached sequence. `last_only` computes logits for
+        the final position only (all that decoding needs; the unembedding is the largest
+        matrix of a small model).
+        """
+        B, T = ids.shape
+        start = cache.length if cache is not None else 0
+        if start + T > self.config.context_window:
+            raise ValueError(
+                f"sequence of {start + T} tokens exceeds the context window "
+                f"({self.config.context_window})"
+            )
+        x = self.embed_positions(ids, start)  # (B, T, C)
+        rotary = self.rotation(start, T)
+        for block in self.blocks:
+            x = block(x, rotary, cache)
+        if cache is not None:
+            cache.length += T
+        logits = self.logits(x[:, -1:, :] if last_only else x)  # (B, T, vocab)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+        return logits, loss
+
+    def embed_positions(self, ids: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """ids (B, T) at positions start.. -> the residual stream's first vectors (B, T, C):
+        each token's embedding, plus its position's with learned positions (rotary
+        positions act inside attention instead)."""
+        x = dropout(self.embed(ids), self.config.dropout, self.training)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed(torch.arange(start, start + ids.shape[1], device=ids.device))
+        return x
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Vectors of the residual stream (B, T, C) -> next-token logits (B, T, vocab):
+        the final norm, then the unembedding."""
+        logits = self.unembed(self.norm_out(x)).float()
+        if self.config.logit_softcap is not None:  # smoothly bounded to (-cap, cap)
+            cap = self.config.logit_softcap
+            logits = cap * torch.tanh(logits / cap)
+        return logits

@@ -1,0 +1,174 @@
+"""Plain records that cross from the library to the screen: what a training run reports as
+it goes and returns, what an evaluation measures, what each generated token was.
+
+Plain data only (numbers, strings, lists): `textgen.ui` draws these without importing
+torch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# -- measuring ----------------------------------------------------------------------------------
+
+
+@dataclass
+class EvalResult:
+    loss: float  # mean cross-entropy per predicted token, in nats
+    bits_per_byte: float
+    tokens: int  # predicted tokens
+    bytes: int  # UTF-8 bytes those tokens stand for
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(min(self.loss, 700.0))
+
+
+# -- training -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Notice:
+    message: str
+    warning: bool = False
+
+
+@dataclass
+class Working:
+    """Progress of a long step before training: training the tokenizer, encoding."""
+
+    task: str
+    done: int  # corpus bytes handled
+    total: int
+
+
+@dataclass
+class RunStarted:
+    parameters: int
+    train_tokens: int
+    val_tokens: int
+    device: str
+    max_steps: int | None
+    time_budget: float | None
+    start_step: int
+    processes: int = 1
+    accumulation: int = 1  # micro-batches per step and process
+
+
+@dataclass
+class StepReport:
+    step: int
+    loss: float  # smoothed training loss
+    learning_rate: float
+    tokens_seen: int
+    tokens_per_second: float
+    elapsed: float
+    fraction_done: float
+    flops_per_second: float = 0.0  # model FLOP/s achieved (all processes together)
+    mfu: float | None = None  # share of the hardware's peak, where the peak is known
+
+
+@dataclass
+class EvalReport:
+    step: int
+    elapsed: float
+    tokens_seen: int
+    train_loss: float
+    result: EvalResult
+    final: bool
+    kept: bool = False  # these weights were saved as the model (the best so far)
+
+
+@dataclass
+class TrainResult:
+    folder: Path
+    steps: int
+    tokens_seen: int
+    elapsed: float
+    parameters: int
+    final_eval: EvalResult | None  # of the weights at the end of training
+    interrupted: bool
+    kept_step: int  # the step whose weights model.safetensors holds
+    kept_eval: EvalResult | None  # and their evaluation
+
+
+Callback = Callable[[Any], None]
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the processes torchrun started (one process without)."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_environment(cls) -> World:
+        """What torchrun put in the environment: RANK, WORLD_SIZE, LOCAL_RANK."""
+        size = int(os.environ.get("WORLD_SIZE", "1"))
+        if size <= 1:
+            return cls()
+        rank = int(os.environ.get("RANK", "0"))
+        return cls(rank, size, int(os.environ.get("LOCAL_RANK", rank)))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+# -- generating ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Candidate:
+    token_id: int
+    logprob: float  # under the model itself (temperature 1)
+    prob: float  # in the distribution sampled from (after temperature and filters)
+
+
+@dataclass
+class TokenRecord:
+    """One generated token of one sample: what it added to the text and how likely it was."""
+
+    sample: int
+    token_id: int | None  # None for the held-back text released when a sample ends
+    text: str  # the text it completed ('' while a multi-byte character is incomplete)
+    prob: float  # probability under the distribution it was sampled from
+    logprob: float  # log-probability under the model itself (temperature 1)
+    candidates: list[Candidate] = field(default_factory=list)  # the model's most likely first
+
+
+@dataclass
+class Sample:
+    """One sample of a completion, as it grows: its text, its tokens, and why it ended."""
+
+    text: str = ""
+    tokens: list[TokenRecord] = field(default_factory=list)  # with the released tail
+    generated_tokens: int = 0  # tokens the model produced (the end-of-text one included)
+    finish_reason: str = "length"  # "length", "stop" (a stop string) or "end_of_text"
+
+
+@dataclass
+class Generation:
+    """A finished completion, as plain data: the prompt as the model read it, the
+    settings (with the seed actually used) and the samples."""
+
+    prompt: str
+    prompt_tokens: int | None  # None: a prompt so long only its end was tokenized
+    dropped_tokens: int | None  # prompt tokens left out to fit the context window
+    settings: Any  # textgen.settings.SampleConfig
+    samples: list[Sample]
+
+    @property
+    def seed(self) -> int:
+        return self.settings.seed

@@ -1,0 +1,222 @@
+"""Settings as plain dataclasses, one per concern, validated on construction: the model's
+architecture, how to train it, how to sample from it.
+
+This module imports no torch, so the CLI can validate options (and answer `--help`)
+instantly. Every check raises `SettingError` with a message that names the option.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from textgen.errors import SettingError
+
+MAX_TEMPERATURE = 2.0  # above this, sampling approaches uniform noise over the vocabulary
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # precisions a model can run in
+MIN_VOCAB_SIZE = 257  # 256 byte tokens + the end-of-text token
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise SettingError(message)
+
+
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
+def _from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Build a config from JSON data, checking field names and types before anything runs."""
+    known = {f.name: f for f in fields(cls) if f.init}
+    unknown = sorted(set(data) - set(known))
+    _require(not unknown, f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+    for name, value in data.items():
+        allowed = known[name].type.replace(" ", "").split("|")  # e.g. "int|None"
+        if value is None:
+            ok = "None" in allowed
+        else:
+            ok = any(
+                isinstance(value, _TYPES.get(t, ()))
+                and not (t != "bool" and isinstance(value, bool))
+                for t in allowed
+            )
+        _require(ok, f"{name} should be {' or '.join(allowed)}, not {value!r}")
+    return cls(**data)
+
+
+@dataclass
+class ModelConfig:
+    """The architecture: enough to rebuild the model exactly from `config.json`."""
+
+    vocab_size: int
+    context_window: int = 128  # tokens the model sees at once; attention cost grows with its square
+    n_layer: int = 4
+    n_embd: int = 128
+    n_head: int = 4
+    mlp_ratio: int = 4  # hidden width of the MLP relative to n_embd
+    # Swappable pieces, so recipes can be compared side by side (see benchmarks/).
+    position: str = "rope"  # "rope" (rotary, relative) or "learned" (absolute, GPT-2 style)
+    norm: str = "rmsnorm"  # "rmsnorm" or "layernorm"
+    activation: str = "relu2"  # "relu2" (squared ReLU) or "gelu"
+    tie_embeddings: bool = True  # share the embedding matrix with the unembedding
+    dropout: float = 0.0  # during training; against memorising a small corpus over many epochs
+    qk_norm: bool = False  # normalise queries and keys: attention logits stay bounded
+    zero_init_proj: bool = False  # each block starts as the identity (outputs zeroed)
+    logit_softcap: float | None = None  # logits -> cap * tanh(logits / cap)
+    rope_base: float = 10000.0
+
+    def __post_init__(self) -> None:
+        _require(self.vocab_size >= 2, "vocab_size must be at least 2")
+        _require(self.context_window >= 2, "context window must be at least 2 tokens")
+        _require(self.n_layer >= 1, "the model needs at least 1 layer")
+        _require(self.n_head >= 1, "the model needs at least 1 attention head")
+        _require(
+            self.n_embd % self.n_head == 0,
+            f"width {self.n_embd} is not divisible by {self.n_head} heads",
+        )
+        _require(self.mlp_ratio >= 1, "mlp_ratio must be >= 1")
+        _require(0 <= self.dropout < 1, "dropout must be within [0, 1)")
+        _require(self.logit_softcap is None or self.logit_softcap > 0, "logit_softcap must be > 0")
+        _require(self.position in ("rope", "learned"), "position must be 'rope' or 'learned'")
+        _require(self.norm in ("rmsnorm", "layernorm"), "norm must be 'rmsnorm' or 'layernorm'")
+        _require(self.activation in ("gelu", "relu2"), "activation must be 'gelu' or 'relu2'")
+        _require(
+            self.position != "rope" or self.head_dim % 2 == 0,
+            f"rotary positions need an even head size; width/heads = {self.head_dim}",
+        )
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        return _from_dict(cls, data)
+
+
+@dataclass
+class TrainConfig:
+    """How to train: budget, batches, optimizer and evaluation."""
+
+    steps: int | None = None  # stop after this many optimizer steps ...
+    time_budget: float | None = 300.0  # ... or after this many seconds, whichever comes first
+    batch_size: int = 16  # sequences per step, over all processes (benchmarks/: small wins)
+    micro_batch_size: int | None = None  # per forward pass and process; None: no accumulation
+    learning_rate: float = 2e-3
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    warmup_steps: int = 50
+    cooldown_fraction: float = 0.4  # the last part of the run decays the learning rate to zero
+    cpu_bf16: bool = False  # bf16 autocast for training on CPU
+    bpe_dropout: float | None = None  # stochastic segmentations; None: from the corpus size
+    compile: bool | None = None  # torch.compile the model for training; None: on CUDA only
+    optimizer: str = "muon"  # "muon" for the blocks' matrices (AdamW for the rest), or "adamw"
+    muon_learning_rate: float = 0.02
+    eval_interval: int = 100  # steps between validation passes (and checkpoints, by default)
+    save_every_steps: int | None = None  # checkpoint this often instead ...
+    save_every_seconds: float | None = None  # ... or this often in wall-clock time
+    eval_tokens: int = 32768  # tokens per periodic validation pass; the final one reads all
+    keep_best: bool = True  # model.safetensors holds the weights with the best validation loss
+    val_fraction: float = 0.1
+    seed: int = 1337
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        _require(
+            self.steps is not None or self.time_budget is not None,
+            "give a number of steps (--steps) or a time budget (--time)",
+        )
+        _require(self.steps is None or self.steps >= 1, "--steps must be at least 1")
+        _require(
+            self.time_budget is None or self.time_budget > 0, "--time must be a positive duration"
+        )
+        _require(self.batch_size >= 1, "--batch-size must be at least 1")
+        _require(
+            self.micro_batch_size is None or self.micro_batch_size >= 1,
+            "--micro-batch-size must be at least 1",
+        )
+        _require(
+            math.isfinite(self.learning_rate) and self.learning_rate > 0,
+            "--lr must be a positive number",
+        )
+        _require(self.weight_decay >= 0, "weight decay must be >= 0")
+        _require(self.warmup_steps >= 0, "warmup steps must be >= 0")
+        _require(0 <= self.cooldown_fraction <= 1, "cooldown fraction must be within [0, 1]")
+        _require(
+            self.bpe_dropout is None or 0 <= self.bpe_dropout < 1,
+            "--bpe-dropout must be within [0, 1)",
+        )
+        _require(self.optimizer in ("adamw", "muon"), "optimizer must be 'adamw' or 'muon'")
+        _require(self.eval_interval >= 1, "--eval-interval must be at least 1")
+        _require(
+            self.save_every_steps is None or self.save_every_steps >= 1,
+            "--save-every must be at least 1 step",
+        )
+        _require(
+            self.save_every_seconds is None or self.save_every_seconds > 0,
+            "--save-every must be a positive duration",
+        )
+        _require(self.eval_tokens >= 1, "eval tokens must be at least 1")
+        _require(0 < self.val_fraction < 0.5, "--val-fraction must be within (0, 0.5)")
+        _require(self.device in ("auto", "cpu", "cuda", "mps"), "--device: auto, cpu, cuda or mps")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        return _from_dict(cls, data)
+
+
+@dataclass
+class SampleConfig:
+    """How to turn logits into tokens. See `textgen.sampling`."""
+
+    temperature: float = 0.8  # 0 is greedy; the cap is MAX_TEMPERATURE
+    top_k: int | None = None  # keep only the k most likely tokens
+    top_p: float | None = None  # keep the smallest set whose probability reaches p
+    min_p: float | None = None  # drop tokens less likely than min_p x the top token
+    repetition_penalty: float = 1.0  # > 1 discourages tokens already in the context
+    max_new_tokens: int = 200
+    seed: int | None = None  # same seed, same model, same prompt: same text
+    stop: tuple[str, ...] = ()  # stop before the first occurrence of any of these strings
+    num_samples: int = 1
+
+    def __post_init__(self) -> None:
+        t = self.temperature
+        _require(
+            math.isfinite(t) and 0 <= t <= MAX_TEMPERATURE,
+            f"temperature must be between 0 and {MAX_TEMPERATURE:g} (0 is greedy, "
+            f"{MAX_TEMPERATURE:g} is the cap); got {t:g}",
+        )
+        _require(self.top_k is None or self.top_k >= 1, "--top-k must be at least 1")
+        _require(
+            self.top_p is None or (math.isfinite(self.top_p) and 0 < self.top_p <= 1),
+            "--top-p must be in (0, 1]",
+        )
+        _require(
+            self.min_p is None or (math.isfinite(self.min_p) and 0 <= self.min_p <= 1),
+            "--min-p must be in [0, 1]",
+        )
+        _require(
+            math.isfinite(self.repetition_penalty) and self.repetition_penalty > 0,
+            "--repetition-penalty must be a positive number",
+        )
+        _require(self.max_new_tokens >= 0, "--max-new-tokens must be >= 0")
+        _require(self.num_samples >= 1, "--num-samples must be at least 1")
+        _require(all(self.stop), "a stop string cannot be empty")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_vocab_size(size: int) -> int:
+    _require(
+        size >= MIN_VOCAB_SIZE,
+        f"--vocab-size must be at least {MIN_VOCAB_SIZE} (256 bytes + end-of-text)",
+    )
+    return size

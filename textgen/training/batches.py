@@ -1,0 +1,83 @@
+"""From the token file to training batches: the held-out split, and the random windows
+each step trains on (split over processes and micro-batches).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from textgen.errors import TextgenError
+from textgen.settings import TrainConfig
+from textgen.text.tokens import TokenFile
+
+# The held-out share of the corpus is capped: the final validation pass reads all of it, and
+# past a quarter-million tokens more text changes the figure in its third decimal only.
+MAX_VAL_TOKENS = 2**18
+
+
+class Batches:
+    """Random windows of the training tokens, drawn with a seeded generator (so a resumed
+    run draws the same batches it would have drawn).
+
+    Every process draws the same starts for the whole batch and reads its own share of
+    them, so a batch is the same whatever the number of processes and micro-batches."""
+
+    def __init__(self, tokens: np.ndarray, context: int, batch_size: int, seed: int) -> None:
+        self.tokens, self.context, self.batch_size = tokens, context, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def draw(self) -> torch.Tensor:
+        """The start positions of the next batch's windows, (batch_size,)."""
+        high = len(self.tokens) - self.context - 1
+        return torch.randint(0, high + 1, (self.batch_size,), generator=self.generator)
+
+    def load(self, starts: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets (len(starts), context) for windows at `starts`."""
+        rows = np.stack([self.tokens[s : s + self.context + 1] for s in starts.tolist()])
+        batch = torch.from_numpy(rows.astype(np.int64))  # (B, T+1)
+        x, y = batch[:, :-1], batch[:, 1:]
+        if device.type == "cuda":
+            return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(
+                device, non_blocking=True
+            )
+        return x.to(device), y.to(device)
+
+
+@dataclass
+class Split:
+    train: np.ndarray  # the tokens batches are drawn from
+    val: np.ndarray  # the held-out tokens, the last part of the corpus
+
+
+def split(token_file: TokenFile, config: TrainConfig, context: int) -> Split:
+    """The training and validation tokens of the token file: the last part is held out."""
+    tokens = token_file.array()
+    n_val = min(MAX_VAL_TOKENS, max(2, int(len(tokens) * config.val_fraction)))
+    train_tokens, val_tokens = tokens[:-n_val], tokens[-n_val:]
+    if len(train_tokens) < context + 1:
+        raise TextgenError(
+            f"the corpus is too small: {max(len(train_tokens), 0)} training tokens, but one "
+            f"context window needs {context + 1}; add text or lower --context"
+        )
+    return Split(train_tokens, val_tokens)
+
+
+def micro_batches(config: TrainConfig, processes: int) -> tuple[int, int]:
+    """(sequences per forward pass, forward passes per step) in each process."""
+    per_process, rest = divmod(config.batch_size, processes)
+    if rest:
+        raise TextgenError(
+            f"--batch-size {config.batch_size} does not split evenly over {processes} "
+            f"processes; use a multiple of {processes}"
+        )
+    micro = config.micro_batch_size or per_process
+    if per_process % micro:
+        raise TextgenError(
+            f"--micro-batch-size {micro} does not divide the {per_process} sequences each "
+            f"process takes per step (--batch-size {config.batch_size} over {processes} "
+            "processes); use a divisor of it"
+        )
+    return micro, per_process // micro

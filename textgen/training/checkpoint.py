@@ -1,0 +1,143 @@
+"""Where a run's results go: the model (weights and config.json), the training state a
+resume needs, and one metrics line per evaluation; and which weights are kept.
+
+`model.safetensors` holds the weights with the best validation loss seen so far (unless
+`keep_best` is off), so training too long never makes the model worse. Candidates are
+compared on the same tokens: the first `eval_tokens` of the validation split.
+Process 0 writes everything; the other processes hold the same weights.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from textgen.errors import TextgenError
+from textgen.model import folder as model_folder
+from textgen.model.transformer import Transformer
+from textgen.records import EvalResult, World
+from textgen.settings import TrainConfig
+from textgen.text.tokenizer import Tokenizer
+from textgen.training.evaluate import Evaluation
+
+
+class Checkpointer:
+    def __init__(
+        self,
+        folder: Path,
+        tokenizer: Tokenizer,
+        config: TrainConfig,
+        run_summary: dict[str, Any],
+        world: World,
+    ) -> None:
+        """`run_summary` goes into config.json's "training" section with the run's
+        progress (corpus, token counts)."""
+        self.folder, self.tokenizer, self.config = folder, tokenizer, config
+        self.run_summary, self.world = run_summary, world
+        self.best: dict | None = None  # validation loss and step of the weights kept
+        self.kept_eval: EvalResult | None = None
+        self.model_saved = False
+        self.saved_at = (0, time.perf_counter())  # step and clock of the last state saved
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.best = state.get("best")
+
+    def started(self, step: int) -> None:
+        """The loop starts at `step`: time-based checkpoints count from now."""
+        self.saved_at = (step, time.perf_counter())
+
+    @property
+    def kept_step(self) -> int | None:
+        return self.best["step"] if self.best and self.config.keep_best else None
+
+    def due(self, step: int) -> bool:
+        """Whether a checkpoint is due after `step`: by --save-every (steps or time), else
+        at each validation pass."""
+        config, (saved_step, saved_time) = self.config, self.saved_at
+        if config.save_every_steps is not None:
+            return step - saved_step >= config.save_every_steps
+        if config.save_every_seconds is not None:
+            return time.perf_counter() - saved_time >= config.save_every_seconds
+        return step % config.eval_interval == 0
+
+    def save_state(self, state: dict[str, Any]) -> None:
+        """train_state.pt: everything a resume needs (weights too), in one file, so a crash
+        between this and the model files still resumes from one consistent moment."""
+        if not self.world.is_main:
+            return
+        state = {
+            **state,
+            "train_config": self.config.to_dict(),
+            "corpus_tokens": self.run_summary["train_tokens"] + self.run_summary["val_tokens"],
+            "best": self.best,
+        }
+        self._guarded(lambda: model_folder.save_train_state(self.folder, state))
+        self.saved_at = (state["step"], time.perf_counter())
+
+    def save_model(
+        self, model: Transformer, progress: dict[str, Any], evaluation: EvalResult | None
+    ) -> None:
+        """model.safetensors and config.json: the weights as they are now."""
+        summary = {**progress, **self.run_summary}
+        if evaluation is not None:
+            summary.update(
+                val_loss=evaluation.loss,
+                val_bits_per_byte=evaluation.bits_per_byte,
+                val_tokens_scored=evaluation.tokens,
+            )
+
+        def write() -> None:
+            model_folder.save_weights(self.folder, model)
+            training = {**self.config.to_dict(), **summary}
+            model_folder.save_config(self.folder, model.config, self.tokenizer, training=training)
+
+        self._guarded(write)
+        self.model_saved = True
+
+    def checkpoint(self, model: Transformer, progress: dict[str, Any], state: dict) -> None:
+        """Save the training state, and the model too unless better weights are kept."""
+        if not self.world.is_main:
+            return
+        if not (self.model_saved and self.config.keep_best):
+            self.save_model(model, progress, None)
+        self.save_state(state)
+
+    def record(
+        self, model: Transformer, progress: dict[str, Any], evaluation: Evaluation, final: bool
+    ) -> bool:
+        """Keep the weights if they are the best so far (or always, without keep_best) and
+        add the evaluation to metrics.jsonl. Returns whether the weights were saved."""
+        result = evaluation.result
+        yardstick = evaluation.first or result
+        improved = self.best is None or yardstick.loss < self.best["loss"]
+        if improved:
+            self.best = {"loss": yardstick.loss, "step": progress["steps"]}
+            self.kept_eval = result
+        kept = improved or not self.config.keep_best
+        if kept:
+            self.save_model(model, progress, result)
+        model_folder.append_metrics(
+            self.folder,
+            {
+                "step": progress["steps"],
+                "time": progress["elapsed_seconds"],
+                "tokens": progress["tokens_seen"],
+                "train_loss": progress["train_loss"],
+                "val_loss": result.loss,
+                "val_bpb": result.bits_per_byte,
+                "final": final,
+                "kept": kept,
+            },
+        )
+        return kept
+
+    def _guarded(self, write: Callable[[], None]) -> None:
+        try:
+            write()
+        except OSError as exc:
+            raise TextgenError(
+                f"could not save the checkpoint in {self.folder} ({exc.strerror or exc}); "
+                "the previous checkpoint is intact"
+            ) from None

@@ -1,0 +1,100 @@
+"""The recipe: what textgen chooses for a run when the user does not.
+
+- the model's shape: a preset (`--size small`), or one dial, the depth (d layers, 32·d
+  wide, heads of 32), set by hand (`--layers`) or from the budget and the corpus
+  (`--size auto`, `textgen.training.sizing`);
+- what depends on the corpus's size: the vocabulary, dropout and BPE-dropout.
+
+Every rule here was measured with `benchmarks/train_quality.py`; the figures are in the
+README's "Training recipe". Imports no torch, so the CLI can check a shape instantly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any
+
+from textgen.errors import SettingError
+from textgen.settings import MIN_VOCAB_SIZE, ModelConfig, TrainConfig
+
+# Each preset is (layers, width, heads); defaults suit a laptop CPU.
+SIZE_PRESETS: dict[str, tuple[int, int, int]] = {
+    "tiny": (2, 64, 2),  # ~0.1 M non-embedding parameters: seconds per epoch, for tests
+    "small": (4, 128, 4),  # ~0.8 M: a few minutes on 2 CPU cores already writes words
+    "medium": (6, 256, 4),  # ~4.7 M: tens of minutes on CPU, or a GPU
+    "large": (8, 512, 8),  # ~25 M: wants a GPU
+}
+DIAL_HEAD_DIM = 32  # the dial widens by adding heads of this size
+HAND_DEPTH = 4  # the depth on the dial when only --width or --heads is given
+
+
+def depth_shape(depth: int) -> dict[str, int]:
+    """The size dial: `depth` layers, 32 x depth wide, in heads of 32. Depth 2 is the
+    `tiny` preset's shape class, depth 4 the `small` preset."""
+    return {"n_layer": depth, "n_embd": DIAL_HEAD_DIM * depth, "n_head": depth}
+
+
+def model_shape(
+    size: str = "auto",
+    layers: int | None = None,
+    width: int | None = None,
+    heads: int | None = None,
+) -> dict[str, int]:
+    """The shape asked for: {} when it is left to `--size auto` (chosen at training time),
+    else n_layer, n_embd and n_head: a preset's, or the dial's at depth `layers`, with any
+    of the three given by hand."""
+    if size != "auto" and size not in SIZE_PRESETS:
+        raise SettingError(f"--size: choose auto or one of {', '.join(SIZE_PRESETS)}")
+    given = {"n_layer": layers, "n_embd": width, "n_head": heads}
+    chosen = {name: value for name, value in given.items() if value is not None}
+    if size == "auto" and not chosen:
+        return {}
+    if size == "auto":
+        shape = depth_shape(layers if layers is not None else HAND_DEPTH)
+    else:
+        shape = dict(zip(given, SIZE_PRESETS[size], strict=True))
+    return {**shape, **chosen}
+
+
+def check_architecture(architecture: dict[str, Any]) -> None:
+    """Raise the SettingError a model of this architecture would, before any work (the
+    vocabulary and an auto-sized shape are not known yet: stand-ins are checked)."""
+    ModelConfig(**{"vocab_size": MIN_VOCAB_SIZE, **depth_shape(HAND_DEPTH), **architecture})
+
+
+# -- what the corpus decides ------------------------------------------------------------------
+
+SMALL_CORPUS_BYTES = 50 * 10**6  # below this, a run reads its corpus many times over
+
+
+def default_dropout(corpus_bytes: int) -> float:
+    """0.2 for corpora a run reads many times over (below 50 MB), where the model would
+    otherwise memorise its training text; none for large corpora."""
+    return 0.2 if corpus_bytes < SMALL_CORPUS_BYTES else 0.0
+
+
+def default_bpe_dropout(corpus_bytes: int) -> float:
+    """0.1 for corpora below 50 MB, which a run reads many times over: each pass then sees
+    the text segmented anew (`textgen.text.segmentations`); none for large corpora."""
+    return 0.1 if corpus_bytes < SMALL_CORPUS_BYTES else 0.0
+
+
+def default_vocab_size(corpus_bytes: int) -> int:
+    """A BPE vocabulary sized to the corpus: about one token type per 400 bytes of text,
+    a power of two between 512 and 32768. Small corpora want small vocabularies: every
+    extra token type is an extra row in the output layer, trained on fewer examples."""
+    target = max(corpus_bytes / 400, 1)
+    size = 2 ** int(math.floor(math.log2(target)))
+    return int(min(max(size, 512), 32768))
+
+
+def for_corpus(
+    architecture: dict[str, Any], config: TrainConfig, corpus_bytes: int
+) -> tuple[dict[str, Any], TrainConfig]:
+    """The settings left open (no dropout in `architecture`, `bpe_dropout` None) chosen
+    for a corpus of `corpus_bytes`."""
+    architecture = {"dropout": default_dropout(corpus_bytes), **architecture}
+    if config.bpe_dropout is None:
+        config = replace(config, bpe_dropout=default_bpe_dropout(corpus_bytes))
+    return architecture, config

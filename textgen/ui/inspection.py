@@ -1,0 +1,148 @@
+"""The inspection screens: token boundaries, surprisal, attention patterns and evaluation
+figures (`textgen tokenize`, `score`, `attention`, `eval`).
+
+Each function returns a renderable and never prints; the CLI decides where it goes.
+Inputs are plain numbers and strings; imports no torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from rich.columns import Columns
+from rich.console import Console, Group
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from textgen.records import EvalResult
+from textgen.ui.console import live_ok
+from textgen.ui.style import clip, coloured, shade, surprisal_legend
+
+_TOKEN_STYLES = ("on #264653", "on #2a6f5f", "on #5c4d7d", "on #7a4e3b")
+
+
+def compression_line(stats: dict[str, Any]) -> str:
+    return (
+        f"{stats['tokens']} tokens, {stats['bytes']} bytes, {stats['words']} words · "
+        f"{stats['bytes_per_token']:.2f} bytes/token · {stats['tokens_per_word']:.2f} tokens/word"
+    )
+
+
+def tokens_view(rendered: Sequence[str], stats: dict[str, Any]) -> Table:
+    """The text with each token on its own background, then the compression figures."""
+    text = Text()
+    for i, piece in enumerate(rendered):
+        text.append(piece, style=_TOKEN_STYLES[i % len(_TOKEN_STYLES)])
+    grid = Table.grid()
+    grid.add_row(text)
+    grid.add_row(Text(compression_line(stats), style="dim"))
+    return grid
+
+
+class TokenProgress:
+    """A progress bar over tokens on stderr in a terminal; nothing otherwise."""
+
+    def __init__(self, console: Console, label: str) -> None:
+        self.progress = None
+        if live_ok(console):
+            self.progress = Progress(
+                TextColumn(label),
+                BarColumn(),
+                TextColumn("{task.completed:,}/{task.total:,}"),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            )
+            self.task = self.progress.add_task(label, total=None)
+
+    def __enter__(self) -> TokenProgress:
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def update(self, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=done, total=total)
+
+
+def eval_table(corpus: str, result: EvalResult) -> Table:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="dim")
+    table.add_column()
+    table.add_row("corpus", escape(corpus))
+    table.add_row("tokens", f"{result.tokens:,} ({result.bytes:,} bytes)")
+    table.add_row("loss", f"{result.loss:.4f}")
+    table.add_row("bits per byte", f"[bold green]{result.bits_per_byte:.4f}[/]")
+    table.add_row("perplexity", f"{result.perplexity:.2f}")
+    return table
+
+
+def surprisal_view(pieces: Sequence[tuple[str, float]], result: EvalResult) -> Group:
+    """The scored text coloured by each token's probability, a legend and the totals."""
+    totals = Text(score_line(result), style="bold")
+    return Group(coloured(pieces), Text(""), surprisal_legend(), totals)
+
+
+def score_line(result: EvalResult) -> str:
+    return (
+        f"{result.tokens} tokens, {result.bytes} bytes · "
+        f"{result.bits_per_byte:.3f} bits/byte · perplexity {result.perplexity:.2f} · "
+        f"mean surprisal {result.loss / math.log(2):.2f} bits/token"
+    )
+
+
+def attention_heatmap(
+    pattern: Sequence[Sequence[float]], labels: Sequence[str], first_index: int, title: str
+) -> Group:
+    """Queries down, keys across; each cell shaded by the attention weight (the square
+    root, so small weights stay visible). Future keys are masked: blank."""
+    n = len(labels)
+    table = Table(box=None, padding=0, show_header=True)
+    table.add_column("query", no_wrap=True, justify="right", max_width=18)
+    for j in range(n):
+        table.add_column(f"{(first_index + j) % 100:>2}", no_wrap=True, width=2)
+    for i in range(n):
+        cells: list[Text | str] = []
+        for j in range(n):
+            if j > i:
+                cells.append("")
+            else:
+                chars, colour = shade(pattern[i][j])
+                cells.append(Text(chars, style=f"{colour}"))
+        table.add_row(Text(f"{clip(labels[i], 12)} {first_index + i:>3}"), *cells)
+    return Group(Text(title, style="bold"), table)
+
+
+def attention_grid(
+    patterns: Sequence[Sequence[Sequence[float]]],
+    labels: Sequence[str],
+    first_index: int,
+    layer: int,
+) -> Group:
+    """All heads of a layer side by side, one character per cell."""
+    maps = []
+    for head, pattern in enumerate(patterns):
+        lines = Text(f"head {head}\n", style="bold")
+        for i in range(len(labels)):
+            for j in range(len(labels)):
+                chars, colour = shade(pattern[i][j]) if j <= i else (" ", "")
+                lines.append(chars[0], style=colour)
+            lines.append("\n")
+        maps.append(lines)
+    keys = Text(
+        "tokens " + " ".join(f"{first_index + i}:{clip(t, 10)}" for i, t in enumerate(labels)),
+        style="dim",
+    )
+    return Group(
+        Text(f"layer {layer}: all heads (rows: queries, columns: keys)", style="bold"),
+        Columns(maps, padding=(0, 3)),
+        keys,
+    )

@@ -1,0 +1,227 @@
+"""The training screen: a live progress bar in a terminal (log lines elsewhere), one line
+per validation pass, the summary panel and the loss curve.
+
+Draws the plain records a run reports (`textgen.records`); imports no torch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.panel import Panel
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from textgen.records import EvalReport, Notice, RunStarted, StepReport, TrainResult, Working
+from textgen.ui.console import live_ok, notice
+from textgen.ui.style import count
+from textgen.units import format_duration
+
+
+class TrainView:
+    """Draws training events: a live progress bar in a terminal, log lines elsewhere."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.live = live_ok(console)
+        self.progress: Progress | None = None
+        self.task = None
+        self.last_line = 0.0
+        self.work: Progress | None = None  # before training: tokenizer, encoding
+        self.work_task = ""
+
+    def __enter__(self) -> TrainView:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._end_work()
+        if self.progress is not None:
+            self.progress.stop()
+
+    def __call__(self, event: object) -> None:
+        if isinstance(event, Working):
+            self._working(event)
+            return
+        self._end_work()
+        if isinstance(event, Notice):
+            notice(self.console, event.message, event.warning)
+        elif isinstance(event, RunStarted):
+            self._started(event)
+        elif isinstance(event, StepReport):
+            self._step(event)
+        elif isinstance(event, EvalReport):
+            self._eval(event)
+
+    def _working(self, event: Working) -> None:
+        """A transient bar over the corpus bytes, in a terminal only."""
+        if not self.live:
+            return
+        if self.work is None or self.work_task != event.task:
+            self._end_work()
+            self.work = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(bar_width=None),
+                TextColumn("{task.percentage:>3.0f}%"),
+                TextColumn("{task.fields[size]}"),
+                TextColumn("{task.fields[speed]}"),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=True,
+            )
+            self.work.start()
+            self.work_task = event.task
+            self.work_started = time.monotonic()
+            self.work.add_task(event.task, total=max(event.total, 1), size="", speed="")
+        seconds = max(time.monotonic() - self.work_started, 1e-9)
+        digits = 0 if event.total >= 10 * 2**20 else 1
+        self.work.update(
+            self.work.task_ids[0],
+            completed=event.done,
+            size=f"{event.done / 2**20:,.{digits}f}/{event.total / 2**20:,.{digits}f} MB",
+            speed=f"{event.done / 2**20 / seconds:,.1f} MB/s",
+        )
+
+    def _end_work(self) -> None:
+        if self.work is not None:
+            self.work.stop()
+            self.work, self.work_task = None, ""
+
+    def _started(self, event: RunStarted) -> None:
+        budget = []
+        if event.max_steps:
+            budget.append(f"{event.max_steps:,} steps")
+        if event.time_budget:
+            budget.append(format_duration(event.time_budget))
+        notice(
+            self.console,
+            f"model: {count(event.parameters)} parameters on {event.device}; "
+            f"{count(event.train_tokens)} training / {count(event.val_tokens)} validation tokens; "
+            f"budget {' or '.join(budget)}",
+        )
+        parts = []
+        if event.processes > 1:
+            parts.append(f"data parallel over {event.processes} processes")
+        if event.accumulation > 1:
+            parts.append(f"gradients accumulated over {event.accumulation} micro-batches a step")
+        if parts:
+            notice(self.console, "; ".join(parts))
+        if self.live:
+            self.progress = Progress(
+                TextColumn("step [bold]{task.fields[step]}[/]"),
+                BarColumn(bar_width=None),
+                TextColumn("{task.percentage:>3.0f}%"),
+                TextColumn("loss [cyan]{task.fields[loss]}[/]"),
+                TextColumn("{task.fields[speed]} tok/s{task.fields[mfu]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA {task.fields[eta]}"),
+                console=self.console,
+                transient=True,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task(
+                "train", total=1.0, step=event.start_step, loss="-", speed="-", eta="-", mfu=""
+            )
+
+    def _step(self, event: StepReport) -> None:
+        done = event.fraction_done
+        eta = format_duration(event.elapsed * (1 - done) / done) if done > 0 else "-"
+        mfu = f" · MFU {event.mfu:.0%}" if event.mfu is not None else ""
+        if self.progress is not None:
+            self.progress.update(
+                self.task,
+                completed=done,
+                step=f"{event.step:,}",
+                loss=f"{event.loss:.3f}",
+                speed=count(event.tokens_per_second),
+                eta=eta,
+                mfu=mfu,
+            )
+        elif time.monotonic() - self.last_line >= 30:  # a heartbeat line in logs
+            self.last_line = time.monotonic()
+            self.console.print(
+                f"step {event.step:,}  loss {event.loss:.3f}  "
+                f"{count(event.tokens_per_second)} tok/s{mfu}  "
+                f"{format_duration(event.elapsed)}  {done:.0%}",
+                soft_wrap=True,
+            )
+
+    def _eval(self, event: EvalReport) -> None:
+        r = event.result
+        label = "final" if event.final else "eval"
+        kept = "  [yellow]★ best so far, saved[/]" if event.kept and not event.final else ""
+        self.console.print(
+            f"[bold]{label}[/] step {event.step:,} │ train loss {event.train_loss:.3f} │ "
+            f"val loss [cyan]{r.loss:.3f}[/] │ [bold green]{r.bits_per_byte:.3f}[/] bits/byte │ "
+            f"{format_duration(event.elapsed)}{kept}",
+            soft_wrap=True,
+        )
+
+    def summary(self, result: TrainResult, model_name: str, metrics: Sequence[dict] = ()) -> None:
+        table = Table.grid(padding=(0, 2))
+        table.add_column(style="dim")
+        table.add_column()
+        table.add_row("model", escape(str(result.folder)))
+        table.add_row("parameters", count(result.parameters))
+        table.add_row("steps", f"{result.steps:,}")
+        table.add_row("tokens seen", count(result.tokens_seen))
+        table.add_row("time", format_duration(result.elapsed))
+        if result.elapsed > 0:
+            table.add_row("throughput", f"{count(result.tokens_seen / result.elapsed)} tok/s")
+        if result.kept_eval is not None:
+            e = result.kept_eval
+            if result.kept_step != result.steps:
+                table.add_row("kept", f"the weights of step {result.kept_step:,} (best validation)")
+            table.add_row("val loss", f"{e.loss:.3f} (perplexity {e.perplexity:.1f})")
+            table.add_row("val bits/byte", f"[bold green]{e.bits_per_byte:.3f}[/]")
+        title = "interrupted: checkpoint saved" if result.interrupted else "training done"
+        self.console.print(Panel(table, title=title, expand=False, box=box.ROUNDED))
+        curve = loss_curve(metrics)
+        if curve is not None:
+            self.console.print(curve)
+        if not result.interrupted:
+            notice(self.console, f'try: textgen generate "The" --model {model_name}')
+
+
+def loss_curve(metrics: Sequence[dict[str, Any]], width: int = 60, height: int = 10) -> Text | None:
+    """Train and validation loss against steps, drawn in characters. None with < 2 points."""
+    points = [m for m in metrics if m.get("val_loss") is not None]
+    if len(points) < 2:
+        return None
+    series = {
+        "train": (
+            [m["step"] for m in points if m.get("train_loss") is not None],
+            [m["train_loss"] for m in points if m.get("train_loss") is not None],
+        ),
+        "val": ([m["step"] for m in points], [m["val_loss"] for m in points]),
+    }
+    values = series["train"][1] + series["val"][1]
+    low, high = min(values), max(values)
+    span = (high - low) or 1.0
+    first, last = points[0]["step"], points[-1]["step"]
+    steps = (last - first) or 1
+    grid = [[" "] * width for _ in range(height)]
+    styles = [[""] * width for _ in range(height)]
+    for name, mark, style in (("train", "•", "cyan"), ("val", "◆", "magenta")):
+        xs, ys = series[name]
+        for x, y in zip(xs, ys, strict=True):
+            col = round((x - first) / steps * (width - 1))
+            row = height - 1 - round((y - low) / span * (height - 1))
+            grid[row][col], styles[row][col] = mark, style
+    text = Text()
+    for r in range(height):
+        label = f"{high:6.2f} ┤" if r == 0 else f"{low:6.2f} ┤" if r == height - 1 else "       │"
+        text.append(label, style="dim")
+        for c in range(width):
+            text.append(grid[r][c], style=styles[r][c])
+        text.append("\n")
+    text.append("       └" + "─" * width + "\n", style="dim")
+    text.append(f"        step {first:,}".ljust(width - 4) + f"{last:,}\n", style="dim")
+    text.append("        • train loss  ", style="cyan")
+    text.append("◆ validation loss", style="magenta")
+    return text
