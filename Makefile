@@ -27,6 +27,7 @@ test: setup
 lint: setup
 	$(BIN)/ruff check textgen tests benchmarks
 	$(BIN)/ruff format --check textgen tests benchmarks
+	$(BIN)/lint-imports
 
 bench: setup
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[bench]'
