@@ -9,6 +9,7 @@ import random
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,78 @@ def one_line_error(code: int, err: str, expected_code: int, message: str) -> Non
     assert len(lines) == 1 and lines[0].startswith("error:"), err
     assert message in lines[0]
     assert "Traceback" not in err
+
+
+@dataclass
+class Terminal:
+    """What a run in a pseudo-terminal left: its exit code, the screen as a terminal shows
+    it (rendered by a terminal emulator: cursor moves and erasures applied), and what went
+    to the streams that were not the terminal."""
+
+    code: int
+    screen: str
+    stdout: bytes
+    stderr: bytes
+    raw: bytes
+
+
+def run_in_terminal(
+    args: list[str],
+    stdout_tty: bool = True,
+    stderr_tty: bool = True,
+    signal_after: tuple[int, int] | None = None,
+    columns: int = 200,
+    timeout: float = 120,
+) -> Terminal:
+    """`textgen ARGS` with stdout and/or stderr on a real pseudo-terminal (Python's pty),
+    the others on files. `signal_after=(SIGNAL, N)` sends SIGNAL once N bytes have appeared
+    on the terminal and in the stdout file."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import tempfile
+    import termios
+    import time
+
+    import pyte
+
+    main_fd, child_fd = pty.openpty()
+    fcntl.ioctl(child_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "textgen", *args],
+            stdin=child_fd,
+            stdout=child_fd if stdout_tty else out,
+            stderr=child_fd if stderr_tty else err,
+            env={**os.environ, "TERM": "xterm-256color", "COLUMNS": str(columns)},
+            start_new_session=True,
+        )
+        os.close(child_fd)
+        raw, sent, deadline = b"", False, time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([main_fd], [], [], 0.1)
+            if ready:
+                try:
+                    chunk = os.read(main_fd, 65536)
+                except OSError:  # the child closed the terminal
+                    chunk = b""
+                if not chunk and process.poll() is not None:
+                    break
+                raw += chunk
+            elif process.poll() is not None:
+                break
+            shown = len(raw) + os.fstat(out.fileno()).st_size  # on the terminal, or in stdout
+            if signal_after and not sent and shown >= signal_after[1]:
+                process.send_signal(signal_after[0])
+                sent = True
+        else:
+            process.kill()
+        code = process.wait()
+        os.close(main_fd)
+        out.seek(0)
+        err.seek(0)
+        screen = pyte.Screen(columns, 400)
+        pyte.ByteStream(screen).feed(raw)
+        shown = "\n".join(line.rstrip() for line in screen.display).rstrip()
+        return Terminal(code, shown, out.read(), err.read(), raw)

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import gzip
 import io
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
 import tempfile
+import threading
 
 import numpy as np
 import pytest
 
 from textgen.errors import TextgenError
 from textgen.text.corpus import open_corpus
+from textgen.text.tokenizer import Tokenizer
 from textgen.text.tokens import cached_encoding, encode_corpus
 
 
@@ -170,3 +179,93 @@ def test_encoding_reports_progress_up_to_the_corpus_size(tree, tokenizer, tmp_pa
         encode_corpus(corpus, tokenizer, tmp_path / "t.bin", progress=seen.append, batch_chunks=1)
         assert seen == sorted(seen) and seen[-1] == corpus.total_bytes
         assert len(seen) == 2  # one report per batch: here, per file
+
+
+# -- odd corpora ----------------------------------------------------------------------------
+
+
+def test_a_compressed_file_is_named_as_such_with_the_command_to_read_it(tmp_path):
+    path = tmp_path / "notes.txt.gz"
+    path.write_bytes(gzip.compress(b"some notes\n" * 100))
+    with pytest.raises(TextgenError, match=r"looks compressed \(gzip\).*zcat .*notes.txt.gz \|"):
+        open_corpus([str(path)])
+
+
+def test_a_named_pipe_is_read_as_a_stream(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    text = "text that comes down a pipe\n" * 50
+    writer = threading.Thread(target=lambda: fifo.write_text(text))
+    writer.start()
+    with open_corpus([str(fifo)]) as corpus:
+        assert "".join(corpus.texts()) == text
+        assert "".join(corpus.texts()) == text  # read twice: it was kept
+        assert corpus.description == str(fifo)
+    writer.join()
+
+
+def test_process_substitution_works_as_a_corpus(tmp_path, corpus_file):
+    folder = tmp_path / "m"
+    command = (
+        f"{sys.executable} -m textgen tokenizer train <(cat {corpus_file}) "
+        f"--model {folder} --vocab-size 280"
+    )
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert Tokenizer.load(folder / "tokenizer.json").vocab_size <= 280
+
+
+def test_hidden_files_and_folders_are_skipped_with_a_word(tree):
+    with open_corpus([str(tree)]) as corpus:
+        assert any("skipped 1 hidden files and folders (.git/)" in w for w in corpus.warnings)
+
+
+def test_a_corpus_of_one_repeated_character_says_what_is_wrong(tmp_path):
+    from textgen.settings import TrainConfig
+    from textgen.training.run import train
+
+    path = tmp_path / "aaa.txt"
+    path.write_text("a" * 20_000)
+    config = TrainConfig(steps=1, bpe_dropout=0.0)
+    with (
+        open_corpus([str(path)]) as corpus,
+        pytest.raises(TextgenError, match=r"20,000 bytes encode to \d+ tokens: the text repeats"),
+    ):
+        train(tmp_path / "m", corpus, config, {"context_window": 128}, vocab_size=300)
+
+
+def test_a_long_line_without_spaces_trains_a_tokenizer_that_reads_like_gpt2(tmp_path):
+    """Words of megabytes would take BPE training an hour: long pre-tokens are cut while
+    learning; encoding keeps GPT-2's plain split, which other tools reproduce."""
+    rng = random.Random(0)
+    line = "".join(rng.choice("abcdefghij0123456789") for _ in range(300_000))
+    tokenizer = Tokenizer.train([line], 600)
+    assert tokenizer.vocab_size == 600
+    assert tokenizer.decode(tokenizer.encode(line)) == line
+    saved = json.loads(tokenizer.to_json())["pre_tokenizer"]
+    assert saved["type"] == "ByteLevel" and saved["use_regex"] and not saved["add_prefix_space"]
+
+
+def test_ctrl_c_stops_tokenizer_training_at_once(tmp_path):
+    rng = random.Random(1)
+    words = [
+        "".join(rng.choice("abcdefghijklmnop") for _ in range(rng.randint(2, 9)))
+        for _ in range(20_000)
+    ]
+    path = tmp_path / "big.txt"
+    with open(path, "w") as f:
+        for _ in range(10):
+            f.write(" ".join(rng.choice(words) for _ in range(200_000)) + "\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "textgen", "tokenizer", "train", str(path), "--model",
+         str(tmp_path / "m"), "--vocab-size", "20000"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    for line in process.stderr:
+        if "training a byte-level BPE tokenizer" in line:
+            break
+    process.send_signal(signal.SIGINT)
+    err = process.communicate(timeout=60)[1]  # a bound for a hang, not a speed check
+    assert process.returncode == 130
+    assert err.strip().splitlines()[-1] == "warning: interrupted"
+    assert not (tmp_path / "m").exists()

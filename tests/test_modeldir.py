@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_cli
 
+from textgen import files
 from textgen.errors import TextgenError
 from textgen.model import folder as model_folder
 from textgen.text.tokenizer import Tokenizer
@@ -102,14 +104,14 @@ def test_config_that_is_not_json_is_refused(folder_copy):
 
 def test_a_failed_write_leaves_the_previous_file_whole(tmp_path):
     target = tmp_path / "file.txt"
-    model_folder.write_text(target, "version 1")
+    files.write_text(target, "version 1")
 
     def failing(tmp):
         tmp.write_text("half of version 2")
         raise OSError(28, "No space left on device")
 
-    with pytest.raises(OSError):
-        model_folder.atomic_write(target, failing)
+    with pytest.raises(files.WriteError, match=r"file.txt \(No space left on device\)"):
+        files.atomic_write(target, failing)
     assert target.read_text() == "version 1"
     assert [p.name for p in tmp_path.iterdir()] == ["file.txt"]  # no temporary left behind
 
@@ -119,3 +121,37 @@ def test_names_live_under_models_home_and_paths_are_used_as_given(monkeypatch, t
     assert model_folder.resolve("tiny") == tmp_path / "tiny"
     assert model_folder.resolve("./mine") == Path("./mine")
     assert model_folder.resolve("/data/m") == Path("/data/m")
+
+
+def test_a_metrics_file_in_any_state_never_breaks_a_command(folder_copy, capsys, monkeypatch):
+    """After a kill and a resume, or an edit: lines out of order, repeated, cut short or
+    not metrics at all. Each step is shown once, in order, the latest line winning."""
+    lines = [
+        '{"step": 200, "train_loss": 2.0, "val_loss": 2.1, "val_bpb": 1.5, "final": true}',
+        '{"step": 100, "train_loss": 3.0, "val_loss": 3.1, "val_bpb": 2.0}',
+        '{"step": 300, "train_loss": 1.9, "val_loss": 2.0, "val_bpb": 1.4}',
+        '{"step": 200, "train_loss": 2.2, "val_loss": 2.3, "val_bpb": 1.6}',
+        '{"step": "many", "val_loss": 1}',
+        '{"step": 400, "val_loss": "low"}',
+        "[1, 2, 3]",
+        '{"step": 500, "train_loss": 1.8, "val_l',
+    ]
+    (folder_copy / "metrics.jsonl").write_text("\n".join(lines))
+    records = model_folder.read_metrics(folder_copy)
+    assert [(r["step"], r["val_loss"]) for r in records] == [(100, 3.1), (200, 2.3), (300, 2.0)]
+    code, _, err = run_cli(capsys, monkeypatch, "info", "--model", str(folder_copy))
+    assert code == 0, err
+    assert "validation loss" in err  # the curve is drawn
+
+
+def test_a_hand_edited_config_cannot_make_textgen_allocate_its_size(folder_copy):
+    path = folder_copy / "config.json"
+    data = json.loads(path.read_text())
+    data["model"].update(n_embd=60_000, n_head=1)  # a model of terabytes
+    path.write_text(json.dumps(data))
+    with pytest.raises(TextgenError, match="needs .* GB, more than this machine's"):
+        model_folder.load(folder_copy)
+    data["model"].update(n_embd=64, n_head=4, context_window=10**9)
+    path.write_text(json.dumps(data))
+    with pytest.raises(TextgenError, match="context window must be 2 to 1,048,576 tokens"):
+        model_folder.load(folder_copy)

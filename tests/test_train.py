@@ -15,6 +15,7 @@ from textgen.model import folder as model_folder
 from textgen.records import EvalReport, Notice
 from textgen.settings import TrainConfig
 from textgen.text.corpus import open_corpus
+from textgen.text.tokenizer import Tokenizer
 from textgen.training.optim import lr_multiplier
 from textgen.training.recipe import default_vocab_size
 from textgen.training.run import resume, train
@@ -89,14 +90,31 @@ def test_time_budget_stops_the_run(tmp_path, corpus_file):
     assert any(isinstance(e, EvalReport) and e.final for e in events)
 
 
-def test_existing_tokenizer_in_the_folder_is_reused(tmp_path, corpus_file, tokenizer):
+def test_a_folders_tokenizer_is_reused_for_the_corpus_it_was_trained_on(
+    tmp_path, corpus_file, tokenizer
+):
     folder = tmp_path / "m"
-    folder.mkdir()
-    model_folder.save_tokenizer(folder, tokenizer)
+    with open_corpus([str(corpus_file)]) as corpus:
+        model_folder.save_tokenizer_only(folder, tokenizer, "stories", corpus.fingerprint)
     events = []
     _train(folder, corpus_file, events)
     assert any(isinstance(e, Notice) and "folder's tokenizer" in e.message for e in events)
     assert model_folder.load_tokenizer(folder).to_json() == tokenizer.to_json()
+
+
+def test_a_folders_tokenizer_from_other_text_is_refused_unless_kept(tmp_path, corpus_file):
+    """A tokenizer left by a failed run, or trained on other text, would tokenize this
+    corpus into bytes: it is used only when asked for."""
+    folder = tmp_path / "m"
+    other = Tokenizer.train(["completely different words " * 100], 280)
+    model_folder.save_tokenizer_only(folder, other, "notes.txt", "another fingerprint")
+    with pytest.raises(TextgenError, match="tokenizer trained on notes.txt.*--keep-tokenizer"):
+        _train(folder, corpus_file)
+    assert not model_folder.has_weights(folder)
+    with open_corpus([str(corpus_file)]) as corpus:
+        config = TrainConfig(steps=2, time_budget=None, batch_size=4, bpe_dropout=0.0)
+        train(folder, corpus, config, dict(TINY), callback=lambda e: None, keep_tokenizer=True)
+    assert model_folder.load(folder).tokenizer.to_json() == other.to_json()
 
 
 def test_corpus_smaller_than_a_context_window_is_a_clear_error(tmp_path):

@@ -16,3 +16,13 @@ class SettingError(TextgenError):
     """An option or setting value out of its range. Exit code 2, like a usage error."""
 
     exit_code = 2
+
+
+class Interrupted(TextgenError):
+    """The user stopped the command: Ctrl-C, or a termination signal. The exit code is the
+    shell's for that signal (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP)."""
+
+    def __init__(self, signal_number: int = 2, message: str = "interrupted") -> None:
+        super().__init__(message)
+        self.signal_number = signal_number
+        self.exit_code = 128 + signal_number

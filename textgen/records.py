@@ -92,9 +92,13 @@ class TrainResult:
     elapsed: float
     parameters: int
     final_eval: EvalResult | None  # of the weights at the end of training
-    interrupted: bool
+    stopped_by: int | None  # the signal that stopped the run early (Ctrl-C: SIGINT), if any
     kept_step: int  # the step whose weights model.safetensors holds
     kept_eval: EvalResult | None  # and their evaluation
+
+    @property
+    def interrupted(self) -> bool:
+        return self.stopped_by is not None
 
 
 Callback = Callable[[Any], None]

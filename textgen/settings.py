@@ -16,6 +16,14 @@ from textgen.errors import SettingError
 MAX_TEMPERATURE = 2.0  # above this, sampling approaches uniform noise over the vocabulary
 DTYPES = ("auto", "float32", "bfloat16", "float16")  # precisions a model can run in
 MIN_VOCAB_SIZE = 257  # 256 byte tokens + the end-of-text token
+MAX_VOCAB_SIZE = 2**18  # 262,144: beyond the largest vocabularies in use
+MAX_SEED = 2**63 - 1  # what a torch generator takes
+# Bounds on a model's shape: far beyond what textgen trains, and low enough that checking a
+# hand-edited config.json never means allocating terabytes.
+MAX_CONTEXT = 2**20
+MAX_WIDTH = 2**16
+MAX_LAYERS = 1024
+MAX_MLP_RATIO = 64
 
 
 def _require(condition: bool, message: str) -> None:
@@ -26,8 +34,13 @@ def _require(condition: bool, message: str) -> None:
 _TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
 
 
-def _from_dict(cls: type, data: dict[str, Any]) -> Any:
-    """Build a config from JSON data, checking field names and types before anything runs."""
+def _finite(value: float | None) -> bool:
+    return value is None or math.isfinite(value)
+
+
+def _from_dict(cls: type, data: dict[str, Any], complete: bool = False) -> Any:
+    """Build a config from JSON data, checking field names and types before anything runs.
+    `complete`: every field must be there (a saved model's file), none left to a default."""
     known = {f.name: f for f in fields(cls) if f.init}
     unknown = sorted(set(data) - set(known))
     _require(not unknown, f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
@@ -42,6 +55,8 @@ def _from_dict(cls: type, data: dict[str, Any]) -> Any:
                 for t in allowed
             )
         _require(ok, f"{name} should be {' or '.join(allowed)}, not {value!r}")
+    missing = [name for name in known if name not in data] if complete else []
+    _require(not missing, f"missing {cls.__name__} field(s): {', '.join(missing)}")
     return cls(**data)
 
 
@@ -67,17 +82,30 @@ class ModelConfig:
     rope_base: float = 10000.0
 
     def __post_init__(self) -> None:
-        _require(self.vocab_size >= 2, "vocab_size must be at least 2")
-        _require(self.context_window >= 2, "context window must be at least 2 tokens")
+        _require(
+            2 <= self.vocab_size <= MAX_VOCAB_SIZE, f"vocab_size must be 2 to {MAX_VOCAB_SIZE}"
+        )
+        _require(
+            2 <= self.context_window <= MAX_CONTEXT,
+            f"context window must be 2 to {MAX_CONTEXT:,} tokens",
+        )
         _require(self.n_layer >= 1, "the model needs at least 1 layer")
+        _require(self.n_layer <= MAX_LAYERS, f"the model can have at most {MAX_LAYERS} layers")
         _require(self.n_head >= 1, "the model needs at least 1 attention head")
+        _require(1 <= self.n_embd <= MAX_WIDTH, f"width must be 1 to {MAX_WIDTH:,}")
         _require(
             self.n_embd % self.n_head == 0,
             f"width {self.n_embd} is not divisible by {self.n_head} heads",
         )
-        _require(self.mlp_ratio >= 1, "mlp_ratio must be >= 1")
-        _require(0 <= self.dropout < 1, "dropout must be within [0, 1)")
-        _require(self.logit_softcap is None or self.logit_softcap > 0, "logit_softcap must be > 0")
+        _require(1 <= self.mlp_ratio <= MAX_MLP_RATIO, f"mlp_ratio must be 1 to {MAX_MLP_RATIO}")
+        _require(_finite(self.dropout) and 0 <= self.dropout < 1, "dropout must be within [0, 1)")
+        _require(
+            self.logit_softcap is None or (_finite(self.logit_softcap) and self.logit_softcap > 0),
+            "logit_softcap must be a positive number",
+        )
+        _require(
+            _finite(self.rope_base) and self.rope_base > 1, "rope_base must be a number above 1"
+        )
         _require(self.position in ("rope", "learned"), "position must be 'rope' or 'learned'")
         _require(self.norm in ("rmsnorm", "layernorm"), "norm must be 'rmsnorm' or 'layernorm'")
         _require(self.activation in ("gelu", "relu2"), "activation must be 'gelu' or 'relu2'")
@@ -95,7 +123,17 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        return _from_dict(cls, data)
+        """A saved model's architecture: every field given, each checked."""
+        return _from_dict(cls, data, complete=True)
+
+    def parameters(self) -> int:
+        """How many parameters a model of this shape has (norm gains included), without
+        building it."""
+        width, hidden = self.n_embd, self.mlp_ratio * self.n_embd
+        block = 4 * width * width + 2 * width * hidden + 2 * width  # attention, MLP, 2 norms
+        embeddings = self.vocab_size * width * (1 if self.tie_embeddings else 2)
+        positions = self.context_window * width if self.position == "learned" else 0
+        return embeddings + positions + self.n_layer * block + width  # + the final norm
 
 
 @dataclass
@@ -132,7 +170,8 @@ class TrainConfig:
         )
         _require(self.steps is None or self.steps >= 1, "--steps must be at least 1")
         _require(
-            self.time_budget is None or self.time_budget > 0, "--time must be a positive duration"
+            self.time_budget is None or (_finite(self.time_budget) and self.time_budget > 0),
+            "--time must be a positive duration",
         )
         _require(self.batch_size >= 1, "--batch-size must be at least 1")
         _require(
@@ -143,13 +182,17 @@ class TrainConfig:
             math.isfinite(self.learning_rate) and self.learning_rate > 0,
             "--lr must be a positive number",
         )
-        _require(self.weight_decay >= 0, "weight decay must be >= 0")
+        _require(_finite(self.weight_decay) and self.weight_decay >= 0, "weight decay must be >= 0")
         _require(self.warmup_steps >= 0, "warmup steps must be >= 0")
-        _require(0 <= self.cooldown_fraction <= 1, "cooldown fraction must be within [0, 1]")
         _require(
-            self.bpe_dropout is None or 0 <= self.bpe_dropout < 1,
+            _finite(self.cooldown_fraction) and 0 <= self.cooldown_fraction <= 1,
+            "cooldown fraction must be within [0, 1]",
+        )
+        _require(
+            self.bpe_dropout is None or (_finite(self.bpe_dropout) and 0 <= self.bpe_dropout < 1),
             "--bpe-dropout must be within [0, 1)",
         )
+        _require(0 <= self.seed <= MAX_SEED, f"--seed must be 0 to {MAX_SEED}")
         _require(self.optimizer in ("adamw", "muon"), "optimizer must be 'adamw' or 'muon'")
         _require(self.eval_interval >= 1, "--eval-interval must be at least 1")
         _require(
@@ -157,11 +200,15 @@ class TrainConfig:
             "--save-every must be at least 1 step",
         )
         _require(
-            self.save_every_seconds is None or self.save_every_seconds > 0,
+            self.save_every_seconds is None
+            or (_finite(self.save_every_seconds) and self.save_every_seconds > 0),
             "--save-every must be a positive duration",
         )
         _require(self.eval_tokens >= 1, "eval tokens must be at least 1")
-        _require(0 < self.val_fraction < 0.5, "--val-fraction must be within (0, 0.5)")
+        _require(
+            _finite(self.val_fraction) and 0 < self.val_fraction < 0.5,
+            "--val-fraction must be within (0, 0.5)",
+        )
         _require(self.device in ("auto", "cpu", "cuda", "mps"), "--device: auto, cpu, cuda or mps")
 
     def to_dict(self) -> dict[str, Any]:
@@ -209,6 +256,7 @@ class SampleConfig:
         _require(self.max_new_tokens >= 0, "--max-new-tokens must be >= 0")
         _require(self.num_samples >= 1, "--num-samples must be at least 1")
         _require(all(self.stop), "a stop string cannot be empty")
+        _require(self.seed is None or 0 <= self.seed <= MAX_SEED, f"--seed must be 0 to {MAX_SEED}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -219,4 +267,5 @@ def check_vocab_size(size: int) -> int:
         size >= MIN_VOCAB_SIZE,
         f"--vocab-size must be at least {MIN_VOCAB_SIZE} (256 bytes + end-of-text)",
     )
+    _require(size <= MAX_VOCAB_SIZE, f"--vocab-size can be at most {MAX_VOCAB_SIZE:,}")
     return size

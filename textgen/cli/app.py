@@ -2,25 +2,29 @@
 from what went wrong to one line on stderr and an exit code.
 
 stdout carries only the product; everything else goes to stderr. Exit codes: 0 success,
-1 runtime error, 2 usage error, 130 interrupted. torch is imported inside the commands
-that need it, so `textgen --help` and option errors stay instant.
+1 runtime error, 2 usage error, 130 interrupted (143 SIGTERM, 129 SIGHUP). torch is
+imported inside the commands that need it, so `textgen --help` and option errors stay
+instant.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import typer
 
 from textgen.cli import generate, inspect, models, train
 from textgen.cli.options import console
-from textgen.errors import TextgenError
+from textgen.errors import Interrupted, TextgenError
 from textgen.records import World
-from textgen.ui.console import error
+from textgen.ui.console import error, notice
 
 # typer raises click's exceptions (a vendored copy in recent typer): find the base class of
 # usage errors through the one typer exports.
@@ -39,9 +43,10 @@ tokenizer_app = typer.Typer(help="Train a tokenizer on its own.", no_args_is_hel
 app.add_typer(tokenizer_app, name="tokenizer")
 
 
-def _pipe_safe(command: Callable[..., None]) -> Callable[..., None]:
-    """The command, ending quietly (exit 0) when its reader goes away (`| head`), before
-    click would turn the broken pipe into exit status 1."""
+def _command(command: Callable[..., None]) -> Callable[..., None]:
+    """The command, with the two ways a user ends one early made plain: its reader going
+    away (`| head`) ends it quietly with 0, before click would turn the broken pipe into
+    exit status 1; Ctrl-C ends it with a notice and 130, where typer would exit silently."""
 
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> None:
@@ -50,33 +55,58 @@ def _pipe_safe(command: Callable[..., None]) -> Callable[..., None]:
         except BrokenPipeError:
             _quiet_broken_pipe()
             raise typer.Exit(0) from None
+        except KeyboardInterrupt:
+            raise Interrupted(signal.SIGINT) from None
 
     return run
 
 
-app.command()(_pipe_safe(train.train))
-tokenizer_app.command("train")(_pipe_safe(train.tokenizer_train))
-app.command()(_pipe_safe(generate.generate))
-app.command()(_pipe_safe(inspect.tokenize))
-app.command()(_pipe_safe(inspect.score))
-app.command()(_pipe_safe(inspect.attention))
-app.command("eval")(_pipe_safe(inspect.evaluate))
-app.command()(_pipe_safe(models.info))
-app.command()(_pipe_safe(models.models))
+app.command()(_command(train.train))
+tokenizer_app.command("train")(_command(train.tokenizer_train))
+app.command()(_command(generate.generate))
+app.command()(_command(inspect.tokenize))
+app.command()(_command(inspect.score))
+app.command()(_command(inspect.attention))
+app.command("eval")(_command(inspect.evaluate))
+app.command()(_command(models.info))
+app.command()(_command(models.models))
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the command line and exit with its code; every failure is one line on stderr."""
-    try:
-        code = app(args=argv, prog_name="textgen", standalone_mode=False)
-        code = code if isinstance(code, int) else 0
-    except BaseException as exc:  # noqa: BLE001 - each kind is mapped below
-        code = _report(exc)
+    with _termination_interrupts():
+        try:
+            code = app(args=argv, prog_name="textgen", standalone_mode=False)
+            code = code if isinstance(code, int) else 0
+        except BaseException as exc:  # noqa: BLE001 - each kind is mapped below
+            code = _report(exc)
     try:
         sys.stdout.flush()
     except BrokenPipeError:
         _quiet_broken_pipe()
     sys.exit(code)
+
+
+@contextlib.contextmanager
+def _termination_interrupts() -> Iterator[None]:
+    """SIGTERM and SIGHUP end a command as Ctrl-C does (displays closed, the terminal
+    restored, a notice, 143 or 129), not by killing it mid-write. Training defers them
+    to a step boundary (`textgen.training.stopping`)."""
+
+    def interrupt(number: int, frame: object) -> None:
+        raise Interrupted(number)
+
+    names = ("SIGTERM", "SIGHUP")
+    numbers = [getattr(signal, name) for name in names if hasattr(signal, name)]
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {number: signal.signal(number, interrupt) for number in numbers}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _report(exc: BaseException) -> int:
@@ -89,10 +119,14 @@ def _report(exc: BaseException) -> int:
         error(console, exc.format_message() + hint)
         return 2
     if isinstance(exc, typer.Exit):
+        if exc.exit_code == 130 and isinstance(exc.__cause__, KeyboardInterrupt):
+            notice(console, "interrupted", warning=True)  # Ctrl-C outside a command body
         return exc.exit_code
     if isinstance(exc, typer.Abort | KeyboardInterrupt):
-        error(console, "interrupted")
-        return 130
+        exc = Interrupted(signal.SIGINT)
+    if isinstance(exc, Interrupted):
+        notice(console, str(exc), warning=True)
+        return exc.exit_code
     if isinstance(exc, TextgenError):
         world = World.from_environment()
         if not exc.quiet:  # else process 0 already reported it

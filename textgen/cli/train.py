@@ -3,6 +3,8 @@ training screen out."""
 
 from __future__ import annotations
 
+import contextlib
+import shlex
 from typing import Annotated, Any
 
 import typer
@@ -115,7 +117,16 @@ def train(
             "--time then add to its budget."
         ),
     ] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace the model in the folder.")] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(help="Replace the model in the folder (at the new model's first checkpoint)."),
+    ] = False,
+    keep_tokenizer: Annotated[
+        bool,
+        typer.Option(
+            help="Train with the folder's tokenizer even if it was trained on other text."
+        ),
+    ] = False,
     compile: Annotated[
         bool | None,
         typer.Option(
@@ -171,22 +182,39 @@ def train(
     from textgen.training.run import train as train_run
     from textgen.ui.training import TrainView
 
-    if not corpus and world.is_main:
+    if not corpus and world.is_main and not resume:
         notice(console, f"no corpus given: using the {BUILTIN_NAME}")
+    source = open_corpus(corpus) if corpus or not resume else contextlib.nullcontext(None)
     try:
-        with open_corpus(corpus or []) as source, TrainView(console) as view:
-            if resume:
-                result = resume_run(folder, source, steps, time_budget, given, callback=view)
+        with source as text, TrainView(console) as view:
+            if resume:  # without a corpus, the run's own
+                result = resume_run(folder, text, steps, time_budget, given, callback=view)
             else:
                 result = train_run(
-                    folder, source, config, architecture, vocab_tokens, overwrite, view
+                    folder,
+                    text,
+                    config,
+                    architecture,
+                    vocab_tokens,
+                    overwrite,
+                    view,
+                    keep_tokenizer,
                 )
     finally:
         distributed.shutdown()
     if world.is_main:
-        view.summary(result, model, read_metrics(folder))
-    if result.interrupted:
-        raise typer.Exit(130)
+        view.summary(result, model, read_metrics(result.folder), _resume_command(model, corpus))
+    if result.stopped_by is not None:
+        raise typer.Exit(128 + result.stopped_by)
+
+
+def _resume_command(model: str, corpus: list[str] | None) -> str:
+    """How to go on from an interrupted run: its corpus is recorded, unless it was a
+    stream (stdin, a pipe), which has to be given again."""
+    command = f"textgen train --model {shlex.quote(model)} --resume"
+    if corpus and "-" in corpus:
+        return f"... | {command.replace('--resume', '- --resume')}"
+    return command
 
 
 def _save_every(text: str | None) -> dict:

@@ -72,6 +72,14 @@ def inference_dtype(name: str, device: torch.device, parameters: int) -> torch.d
     return torch.float32
 
 
+def memory_bytes() -> int | None:
+    """The machine's physical memory, where the system says (None elsewhere)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def prepare_device(device: torch.device) -> None:
     """Settings that make training faster at no cost in quality: TF32 tensor cores for the
     float32 matrix multiplies left outside autocast, on GPUs that have them; on CPU, a

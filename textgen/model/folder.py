@@ -84,37 +84,80 @@ def save_weights(folder: Path, model: Transformer) -> None:
     atomic_write(folder / WEIGHTS, lambda tmp: save_file(state, str(tmp), {"format": "pt"}))
 
 
+def tokenizer_summary(tokenizer: Tokenizer, **extra: Any) -> dict[str, Any]:
+    """config.json's "tokenizer" section: its kind, size, end-of-text id and hash."""
+    return {
+        "type": "byte-level-bpe",
+        "vocab_size": tokenizer.vocab_size,
+        "end_of_text_id": tokenizer.eot_id,
+        "sha256": tokenizer.fingerprint,
+        **extra,
+    }
+
+
 def save_config(folder: Path, model_config: ModelConfig, tokenizer: Tokenizer, **extra) -> None:
     data = {
         "format_version": FORMAT_VERSION,
         "model": model_config.to_dict(),
-        "tokenizer": {
-            "type": "byte-level-bpe",
-            "vocab_size": tokenizer.vocab_size,
-            "end_of_text_id": tokenizer.eot_id,
-        },
+        "tokenizer": tokenizer_summary(tokenizer),
         **extra,
     }
     write_json(folder / CONFIG, data)
 
 
-def read_config(folder: Path) -> dict[str, Any]:
-    """Read and validate config.json (before anything is built from it)."""
+def save_tokenizer_only(folder: Path, tokenizer: Tokenizer, corpus: str, fingerprint: str) -> None:
+    """A folder holding a tokenizer alone (`textgen tokenizer train`): tokenizer.json, and a
+    config.json that records the corpus it was trained on, so that `textgen train` reuses
+    it for that corpus only."""
+    save_tokenizer(folder, tokenizer)
+    summary = tokenizer_summary(tokenizer, corpus=corpus, corpus_fingerprint=fingerprint)
+    write_json(folder / CONFIG, {"format_version": FORMAT_VERSION, "tokenizer": summary})
+
+
+def tokenizer_record(folder: Path) -> dict[str, Any]:
+    """What config.json says of the folder's tokenizer ({} where it says nothing)."""
+    try:
+        record = read_json_config(folder).get("tokenizer")
+    except TextgenError:
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def read_json_config(folder: Path) -> dict[str, Any]:
+    """config.json as a JSON object of this format version (a model's, or a tokenizer's)."""
     path = folder / CONFIG
     if not folder.exists():
         raise TextgenError(f"{folder}: no such model folder (see `textgen models`)")
+    if not folder.is_dir():
+        raise TextgenError(f"{folder}: a file, not a model folder")
     if not path.exists():
         raise TextgenError(f"{path}: missing; this folder holds no trained model")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise TextgenError(f"{path}: not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise TextgenError(f"{path}: cannot read it ({exc.strerror})") from None
     if not isinstance(data, dict):
         raise TextgenError(f"{path}: expected a JSON object")
     version = data.get("format_version")
-    if version != FORMAT_VERSION:
+    if version != FORMAT_VERSION or isinstance(version, bool):
         raise TextgenError(
-            f"{path}: format version {version!r}, this textgen reads version {FORMAT_VERSION}"
+            f"{path}: format version {version!r}, but this textgen reads version {FORMAT_VERSION}"
+        )
+    return data
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    """Read and validate a model's config.json before anything is built from it: every
+    model setting present, of its type and in its range; the tokenizer summary's types;
+    and the training summary kept to the entries a command can show."""
+    path = folder / CONFIG
+    data = read_json_config(folder)
+    if "model" not in data and isinstance(data.get("tokenizer"), dict):
+        raise TextgenError(
+            f"{folder}: holds a tokenizer only; train a model with it: "
+            f"textgen train CORPUS --model {folder}"
         )
     if not isinstance(data.get("model"), dict):
         raise TextgenError(f"{path}: no 'model' section")
@@ -122,7 +165,37 @@ def read_config(folder: Path) -> dict[str, Any]:
         data["model_config"] = ModelConfig.from_dict(data["model"])
     except (TypeError, SettingError) as exc:
         raise TextgenError(f"{path}: bad model settings: {exc}") from None
+    tokenizer = data.get("tokenizer", {})
+    wrong = not isinstance(tokenizer, dict) or any(
+        not isinstance(tokenizer.get(key, 0), int) or isinstance(tokenizer.get(key), bool)
+        for key in ("vocab_size", "end_of_text_id")
+    )
+    if wrong or not isinstance(tokenizer.get("sha256", ""), str):
+        raise TextgenError(f"{path}: bad tokenizer summary")
+    data["training"] = _training_summary(data.get("training"))
     return data
+
+
+# The training summary's entries and their types: anything else (a hand edit) is left out.
+_TRAINING_NUMBERS = ("train_loss", "val_loss", "val_bits_per_byte", "elapsed_seconds")
+_TRAINING_COUNTS = ("steps", "tokens_seen", "corpus_bytes", "train_tokens", "val_tokens")
+
+
+def _training_summary(training: Any) -> dict[str, Any]:
+    if not isinstance(training, dict):
+        return {}
+    kept = {}
+    for key, value in training.items():
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if key in _TRAINING_COUNTS and isinstance(value, int) and not isinstance(value, bool):
+            kept[key] = value
+        elif key in _TRAINING_NUMBERS and number and math.isfinite(value):
+            kept[key] = float(value)
+        elif key not in _TRAINING_COUNTS + _TRAINING_NUMBERS:
+            kept[key] = value
+    if "val_loss" not in kept:
+        kept.pop("val_bits_per_byte", None)  # shown together
+    return kept
 
 
 @dataclass
@@ -141,6 +214,8 @@ class LoadedModel:
 
 def load(folder: Path, device: torch.device | None = None, dtype: str = "float32") -> LoadedModel:
     """Load and validate a model folder; every mismatch is an error naming the file.
+    Everything is checked against config.json before a single weight is allocated: the
+    tokenizer's size and hash, the shapes in the weights file's header, and the memory.
     `dtype` is float32, bfloat16, float16 or auto (see `textgen.model.device.inference_dtype`)."""
     import torch
     from safetensors import SafetensorError
@@ -152,35 +227,85 @@ def load(folder: Path, device: torch.device | None = None, dtype: str = "float32
     config = read_config(folder)
     model_config: ModelConfig = config["model_config"]
     tokenizer = load_tokenizer(folder)
-    if tokenizer.vocab_size != model_config.vocab_size:
-        raise TextgenError(
-            f"{folder / TOKENIZER}: {tokenizer.vocab_size} tokens, but the model expects "
-            f"{model_config.vocab_size}; the tokenizer belongs to another model"
-        )
+    _check_tokenizer(folder, tokenizer, model_config, config["tokenizer"])
     path = folder / WEIGHTS
     if not path.exists():
         raise TextgenError(f"{path}: missing; the model was never saved (train it first)")
+    _check_memory(folder, model_config)
+    with torch.device("meta"):  # the expected shapes, without allocating anything
+        expected = {
+            k: tuple(v.shape) for k, v in _weights_to_save(Transformer(model_config)).items()
+        }
+    _check_shapes(path, expected)
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, RuntimeError) as exc:
         raise TextgenError(f"{path}: unreadable or truncated ({exc})") from None
     model = Transformer(model_config, init_weights=False)  # the weights come from the file
-    expected = _weights_to_save(model)
-    problems = [f"missing {k}" for k in expected if k not in state]
-    problems += [f"unexpected {k}" for k in state if k not in expected]
-    problems += [
-        f"{k} has shape {tuple(state[k].shape)}, config says {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if problems:
-        raise TextgenError(f"{path}: does not match config.json: {'; '.join(problems[:3])}")
     model.load_state_dict(state, strict=False, assign=True)
     if model_config.tie_embeddings:
         model.unembed.weight = model.embed.weight
     device = device or torch.device("cpu")
     model.to(device, inference_dtype(dtype, device, model.num_parameters())).eval()
     return LoadedModel(folder=folder, model=model, tokenizer=tokenizer, config=config)
+
+
+def _check_tokenizer(
+    folder: Path, tokenizer: Tokenizer, model_config: ModelConfig, summary: dict[str, Any]
+) -> None:
+    if tokenizer.vocab_size != model_config.vocab_size:
+        raise TextgenError(
+            f"{folder / TOKENIZER}: {tokenizer.vocab_size} tokens, but the model expects "
+            f"{model_config.vocab_size}; the tokenizer belongs to another model"
+        )
+    if summary.get("sha256") not in (None, tokenizer.fingerprint):  # older folders: no hash
+        raise TextgenError(
+            f"{folder / TOKENIZER}: not the tokenizer this model was trained with (its hash "
+            "differs from config.json's); put the model's own tokenizer.json back"
+        )
+
+
+def _check_memory(folder: Path, model_config: ModelConfig) -> None:
+    from textgen.model.device import memory_bytes
+
+    needed, available = 4 * model_config.parameters(), memory_bytes()
+    if available is not None and needed > available:
+        raise TextgenError(
+            f"{folder / CONFIG}: a model of this shape needs {needed / 2**30:,.1f} GB, more "
+            f"than this machine's {available / 2**30:,.1f} GB"
+        )
+
+
+def _check_shapes(path: Path, expected: dict[str, tuple[int, ...]]) -> None:
+    found = {name: tuple(entry["shape"]) for name, entry in read_header(path).items()}
+    problems = [f"missing {k}" for k in expected if k not in found]
+    problems += [f"unexpected {k}" for k in found if k not in expected]
+    problems += [
+        f"{k} has shape {found[k]}, config says {shape}"
+        for k, shape in expected.items()
+        if k in found and found[k] != shape
+    ]
+    if problems:
+        raise TextgenError(f"{path}: does not match config.json: {'; '.join(problems[:3])}")
+
+
+def read_header(path: Path) -> dict[str, dict[str, Any]]:
+    """The tensors a safetensors file holds (name -> dtype, shape, offsets), from its
+    header alone."""
+    try:
+        with open(path, "rb") as f:
+            header_len = int.from_bytes(f.read(8), "little")
+            if not 2 <= header_len <= min(path.stat().st_size - 8, 100 * 2**20):
+                raise ValueError("bad header length")
+            header = json.loads(f.read(header_len))
+        tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+        for entry in tensors.values():
+            shape = entry["shape"]
+            if not all(isinstance(n, int) and n >= 0 for n in shape):
+                raise ValueError("bad shape")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise TextgenError(f"{path}: unreadable or truncated ({exc})") from None
+    return tensors
 
 
 def save_train_state(folder: Path, state: dict[str, Any]) -> None:
@@ -196,23 +321,20 @@ def load_train_state(folder: Path) -> dict[str, Any]:
     import torch
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many kinds here: unpickling, zip, EOF
-        raise TextgenError(f"{path}: unreadable or truncated ({exc})") from None
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # torch raises many kinds here (unpickling, zip, EOF), with advice
+        state = None  # that does not apply: textgen never loads a pickle that runs code
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise TextgenError(
+            f"{path}: unreadable or damaged, so this run cannot be resumed; the model itself "
+            "still loads: train a new one with --overwrite"
+        )
+    return state
 
 
 def count_parameters(folder: Path) -> int:
     """The number of parameters in model.safetensors, read from its header alone."""
-    path = folder / WEIGHTS
-    try:
-        with open(path, "rb") as f:
-            header_len = int.from_bytes(f.read(8), "little")
-            header = json.loads(f.read(header_len))
-    except (OSError, ValueError) as exc:
-        raise TextgenError(f"{path}: unreadable or truncated ({exc})") from None
-    return sum(
-        math.prod(entry["shape"]) for name, entry in header.items() if name != "__metadata__"
-    )
+    return sum(math.prod(entry["shape"]) for entry in read_header(folder / WEIGHTS).values())
 
 
 def append_metrics(folder: Path, record: dict[str, Any]) -> None:
@@ -221,14 +343,60 @@ def append_metrics(folder: Path, record: dict[str, Any]) -> None:
 
 
 def read_metrics(folder: Path) -> list[dict[str, Any]]:
-    """All complete lines of metrics.jsonl (a line cut short by a crash is skipped)."""
+    """The evaluations in metrics.jsonl, in step order, one per step (the latest line for a
+    step wins: a resumed run repeats steps after its checkpoint). Lines cut short by a crash
+    or without a step and finite losses are skipped: a metrics file never breaks a command."""
     path = folder / METRICS
-    if not path.exists():
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
         return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    by_step: dict[int, dict[str, Any]] = {}
+    for line in lines:
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
-    return records
+        if _valid_metrics(record):
+            by_step[record["step"]] = record
+    return [by_step[step] for step in sorted(by_step)]
+
+
+def _valid_metrics(record: Any) -> bool:
+    if not isinstance(record, dict) or isinstance(record.get("step"), bool):
+        return False
+    if not isinstance(record.get("step"), int) or record["step"] < 0:
+        return False
+    for key in ("train_loss", "val_loss", "val_bpb", "time"):
+        value = record.get(key)
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            return False
+    return True
+
+
+def keep_metrics_until(folder: Path, step: int) -> None:
+    """Drop the evaluations after `step` (a resumed run repeats those steps from its
+    checkpoint; a run killed after them left their lines behind)."""
+    path = folder / METRICS
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    kept = [line for line in lines if not _after(line, step)]
+    if len(kept) < len(lines):
+        write_text(path, "".join(line + "\n" for line in kept))
+
+
+def _after(line: str, step: int) -> bool:
+    try:
+        record = json.loads(line)
+        return (
+            isinstance(record, dict)
+            and isinstance(record.get("step"), int)
+            and record["step"] > step
+        )
+    except json.JSONDecodeError:
+        return True  # a line cut short: the crash came after the checkpoint

@@ -216,9 +216,15 @@ class Transformer(nn.Module):
         return torch.complex(cos, sin)  # (T, head_dim/2)
 
     def reset_buffers(self) -> None:
-        """Compute the buffers derived from the config (the rotary tables)."""
+        """Compute the buffers derived from the config (the rotary tables), on the CPU in
+        float64 (which not every device has); on the meta device, only their shapes."""
         if self.config.position == "rope":
             device = self.embed.weight.device
+            if device.type == "meta":
+                shape = (self.config.context_window, self.config.head_dim // 2)
+                self.rope_cos = torch.empty(shape, device=device)
+                self.rope_sin = torch.empty(shape, device=device)
+                return
             positions = torch.arange(self.config.context_window, device="cpu")
             cos, sin = rotary_tables(self.config.head_dim, positions, self.config.rope_base)
             self.rope_cos, self.rope_sin = cos.to(device), sin.to(device)

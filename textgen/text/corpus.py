@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from textgen.errors import TextgenError
 from textgen.records import Callback, Notice
@@ -43,6 +43,7 @@ class Corpus:
     files: list[Path] = field(default_factory=list)
     builtin: bool = False
     warnings: list[str] = field(default_factory=list)
+    names: dict[Path, str] = field(default_factory=dict)  # spooled streams: what they were
     _spool_dir: str | None = None
 
     def __enter__(self) -> Corpus:
@@ -62,8 +63,18 @@ class Corpus:
         if self.builtin:
             return BUILTIN_NAME
         if len(self.files) == 1:
-            return str(self.files[0])
+            return self.names.get(self.files[0], str(self.files[0]))
         return f"{len(self.files)} files"
+
+    def record(self) -> dict[str, Any]:
+        """What a resumed run needs to find this corpus again (see `reopen`)."""
+        kind = "builtin" if self.builtin else "stream" if self.names else "files"
+        return {
+            "kind": kind,
+            "files": [str(p.resolve()) for p in self.files] if kind == "files" else [],
+            "fingerprint": self.fingerprint,
+            "description": self.description,
+        }
 
     @cached_property
     def total_bytes(self) -> int:
@@ -128,16 +139,16 @@ def open_corpus(specs: list[str], stdin: BinaryIO | None = None) -> Corpus:
         seen: set[Path] = set()
         for spec in specs:
             if spec == "-":
-                path = _spool_stdin(corpus, stdin if stdin is not None else sys.stdin.buffer)
-                corpus.files.append(path)
+                _spool(corpus, stdin if stdin is not None else sys.stdin.buffer, "standard input")
                 continue
-            for path in _expand(spec, corpus.warnings):
+            for path in _expand(spec, corpus):
                 resolved = path.resolve()
                 if resolved not in seen:
                     seen.add(resolved)
                     corpus.files.append(path)
         if not corpus.files:
-            raise TextgenError("the corpus is empty: no text files were found in the given paths")
+            skipped = "; ".join(dict.fromkeys(corpus.warnings)) or "no text files were found"
+            raise TextgenError(f"the corpus is empty: {skipped}")
         if corpus.total_bytes == 0:
             raise TextgenError("the corpus is empty: all its files have zero bytes")
     except BaseException:
@@ -146,27 +157,63 @@ def open_corpus(specs: list[str], stdin: BinaryIO | None = None) -> Corpus:
     return corpus
 
 
-def _spool_stdin(corpus: Corpus, stream: BinaryIO) -> Path:
+def reopen(record: dict[str, Any]) -> Corpus:
+    """The corpus a run recorded (`Corpus.record`), if it is still there and unchanged."""
+    kind, description = record.get("kind"), record.get("description", "its corpus")
+    if kind == "builtin":
+        corpus = Corpus(builtin=True)
+    elif kind == "files" and all(Path(p).is_file() for p in record.get("files", [])):
+        corpus = Corpus(files=[Path(p) for p in record["files"]])
+    elif kind == "stream":
+        raise TextgenError(
+            f"the run read its corpus from {description}, which cannot be read again: "
+            "give it again (cat notes.txt | textgen train - --resume ...)"
+        )
+    else:
+        raise TextgenError(
+            f"the run's corpus ({description}) is no longer where it was: give it as CORPUS"
+        )
+    if corpus.fingerprint != record.get("fingerprint"):
+        raise TextgenError(
+            f"the run's corpus ({description}) has changed since: give it as CORPUS to go on "
+            "training on it as it is now"
+        )
+    return corpus
+
+
+def _spool(corpus: Corpus, stream: BinaryIO, name: str) -> Path:
+    """A copy of a stream (stdin, a pipe) in a temporary file: a corpus is read twice, to
+    train the tokenizer and to encode it."""
     if corpus._spool_dir is None:
-        corpus._spool_dir = tempfile.mkdtemp(prefix="textgen-stdin-")
-    path = Path(corpus._spool_dir) / "stdin.txt"
+        corpus._spool_dir = tempfile.mkdtemp(prefix="textgen-stream-")
+    path = Path(corpus._spool_dir) / f"{len(corpus.names)}.txt"
     with open(path, "wb") as out:
         shutil.copyfileobj(stream, out, CHUNK_BYTES)
     if path.stat().st_size == 0:
-        raise TextgenError("standard input was empty: pipe some text in, e.g. cat notes.txt |")
+        if name == "standard input":
+            raise TextgenError("standard input was empty: pipe some text in, e.g. cat notes.txt |")
+        raise TextgenError(f"{name}: empty (nothing came out of it)")
+    corpus.names[path] = name
+    corpus.files.append(path)
     return path
 
 
-def _expand(spec: str, warnings: list[str]) -> list[Path]:
+def _expand(spec: str, corpus: Corpus) -> list[Path]:
+    warnings = corpus.warnings
     path = Path(spec).expanduser()
     if path.is_dir():
-        found = [p for p in sorted(_walk(path)) if _looks_like_text(p, warnings)]
+        found = [p for p in sorted(_walk(path, warnings)) if _looks_like_text(p, warnings)]
         if not found:
             raise TextgenError(f"{spec}: this folder holds no text files")
         return found
     if path.exists():
         if not os.access(path, os.R_OK):
             raise TextgenError(f"{spec}: permission denied")
+        if not path.is_file():  # a named pipe, <(command), /dev/stdin: read it once, now
+            with open(path, "rb") as stream:
+                spooled = _spool(corpus, stream, spec)
+            corpus.files.remove(spooled)  # added below, once sniffed
+            return [spooled] if _looks_like_text(spooled, warnings, spec) else []
         return [path] if _looks_like_text(path, warnings) else []
     if glob.has_magic(spec):
         matches = sorted(glob.glob(os.path.expanduser(spec), recursive=True))
@@ -177,22 +224,48 @@ def _expand(spec: str, warnings: list[str]) -> list[Path]:
     raise TextgenError(f"{spec}: no such file or folder")
 
 
-def _walk(root: Path) -> Iterator[Path]:
+def _walk(root: Path, warnings: list[str]) -> Iterator[Path]:
+    """The files under `root`, hidden ones (.git, .venv, .DS_Store) skipped, with a word."""
+    hidden = []
     for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]  # skip .git and the like
+        hidden += [d + "/" for d in dirs if d.startswith(".")]
+        hidden += [name for name in files if name.startswith(".")]
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in files:
             if not name.startswith("."):
                 yield Path(folder) / name
+    if hidden:
+        shown = ", ".join(sorted(set(hidden))[:3]) + (", ..." if len(set(hidden)) > 3 else "")
+        warnings.append(f"{root}: skipped {len(hidden)} hidden files and folders ({shown})")
 
 
-def _looks_like_text(path: Path, warnings: list[str]) -> bool:
+# The first bytes of compressed files, and how to decompress them into a pipe.
+COMPRESSED = {
+    b"\x1f\x8b": ("gzip", "zcat"),
+    b"BZh": ("bzip2", "bzcat"),
+    b"\xfd7zXZ\x00": ("xz", "xzcat"),
+    b"\x28\xb5\x2f\xfd": ("zstd", "zstdcat"),
+    b"PK\x03\x04": ("zip", "unzip -p"),
+}
+
+
+def _looks_like_text(path: Path, warnings: list[str], name: str | None = None) -> bool:
+    """Whether to read a file as text; a compressed or binary one is skipped, with a word."""
+    name = name or str(path)
     try:
         with open(path, "rb") as f:
             head = f.read(SNIFF_BYTES)
     except OSError as exc:
-        raise TextgenError(f"{path}: cannot read ({exc.strerror})") from None
+        raise TextgenError(f"{name}: cannot read ({exc.strerror})") from None
+    for magic, (kind, command) in COMPRESSED.items():
+        if head.startswith(magic):
+            warnings.append(
+                f"{name}: skipped, it looks compressed ({kind}); decompress it first: "
+                f"{command} {name} | textgen train -"
+            )
+            return False
     if b"\x00" in head:
-        warnings.append(f"{path}: skipped, it looks binary (it contains NUL bytes)")
+        warnings.append(f"{name}: skipped, it looks binary (it contains NUL bytes)")
         return False
     return True
 

@@ -17,13 +17,14 @@ from __future__ import annotations
 import codecs
 import hashlib
 import re
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from functools import cached_property
 from pathlib import Path
 
+from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from textgen.errors import TextgenError
 from textgen.records import Callback, Notice, Working
@@ -36,6 +37,22 @@ END_OF_TEXT = "<|endoftext|>"
 # corpus.
 SAMPLE_BYTES = 256 * 2**20
 _SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+LONGEST_PRETOKEN = 256  # bytes: longer pre-tokens are cut while learning merges
+PROGRESS_SECONDS = 0.25
+
+
+def _byte_level() -> pre_tokenizers.PreTokenizer:
+    return pre_tokenizers.ByteLevel(add_prefix_space=False)
+
+
+def _call(function, *args):  # noqa: ANN001, ANN202
+    """function(*args), or the exception it raised (for a thread to hand back)."""
+    try:
+        return function(*args)
+    except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+        return exc
 
 
 def clean_text(text: str) -> str:
@@ -80,9 +97,18 @@ class Tokenizer:
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int) -> Tokenizer:
+        """Learn `vocab_size` tokens from `texts`: byte-level BPE with GPT-2's split into
+        words, numbers and punctuation.
+
+        While learning, a pre-token longer than `LONGEST_PRETOKEN` bytes (a line without
+        spaces, a base64 blob) is cut into pieces of that length: BPE's cost grows with
+        the length of its words, and one word of megabytes would take an hour. Encoding
+        keeps the plain GPT-2 split (as every other tool reads it); the merges learned
+        apply to long words all the same."""
         check_vocab_size(vocab_size)
         hf = HFTokenizer(models.BPE())
-        hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        split_long = pre_tokenizers.Split(Regex(f".{{1,{LONGEST_PRETOKEN}}}"), "isolated")
+        hf.pre_tokenizer = pre_tokenizers.Sequence([_byte_level(), split_long])
         hf.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size,
@@ -91,21 +117,36 @@ class Tokenizer:
             show_progress=False,
         )
         hf.train_from_iterator((clean_text(t) for t in texts), trainer=trainer)
+        hf.pre_tokenizer = _byte_level()
         return cls(hf)
 
     @classmethod
     def train_on(cls, corpus: Corpus, vocab_size: int, report: Callback) -> Tokenizer:
         """Train on a corpus (an even sample of it beyond SAMPLE_BYTES), reporting
-        `Notice` and `Working` events."""
+        `Notice` and `Working` events. Training runs in a thread of its own (the merges are
+        learned in Rust, which lets go of the interpreter): the caller's thread reports
+        progress meanwhile and Ctrl-C stops it at once."""
         report(Notice(f"training a byte-level BPE tokenizer with {vocab_size} tokens"))
         started = time.perf_counter()
         total = corpus.total_bytes
         if total > SAMPLE_BYTES:
             report(Notice(f"the tokenizer learns from an even sample of {SAMPLE_BYTES >> 20} MB"))
-        texts = corpus.texts(
-            SAMPLE_BYTES, lambda done: report(Working("training the tokenizer", done, total))
+        read = [0]
+        texts = corpus.texts(SAMPLE_BYTES, lambda done: read.__setitem__(0, done))
+        outcome: list = []
+        worker = threading.Thread(
+            target=lambda: outcome.append(_call(cls.train, texts, vocab_size)), daemon=True
         )
-        tokenizer = cls.train(texts, vocab_size)
+        worker.start()
+        while worker.is_alive():
+            worker.join(PROGRESS_SECONDS)
+            if read[0] < total:
+                report(Working("training the tokenizer: reading", read[0], total))
+            else:
+                report(Working("training the tokenizer: learning merges", 0, 0))
+        tokenizer = outcome[0]
+        if isinstance(tokenizer, BaseException):
+            raise tokenizer
         elapsed = time.perf_counter() - started
         report(Notice(f"tokenizer trained: {tokenizer.vocab_size} tokens in {elapsed:.1f}s"))
         return tokenizer

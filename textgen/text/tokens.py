@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from textgen.errors import TextgenError
-from textgen.files import atomic_write, write_json
+from textgen.files import WriteError, atomic_write, write_json
 from textgen.text.corpus import Corpus, Progress
 from textgen.text.tokenizer import Tokenizer
 
@@ -143,9 +143,10 @@ def cached_tokens(
         token_file = TokenFile(path, dtype.name, path.stat().st_size // dtype.itemsize)
         meta = {"dtype": dtype.name, "n_tokens": token_file.n_tokens}
         write_json(meta_path, {**meta, "corpus": description})
-    except OSError as exc:
+    except (OSError, WriteError) as exc:
+        reason = exc.reason if isinstance(exc, WriteError) else exc.strerror or str(exc)
         raise TextgenError(
-            f"could not write the encoded corpus in {folder} ({exc.strerror or exc}); "
+            f"could not write the encoded corpus in {folder} ({reason}); "
             "free some space or point TEXTGEN_CACHE elsewhere"
         ) from None
     _evict(folder, keep=path)

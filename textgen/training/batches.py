@@ -11,11 +11,26 @@ import torch
 
 from textgen.errors import TextgenError
 from textgen.settings import TrainConfig
+from textgen.text.corpus import Corpus
 from textgen.text.tokens import TokenFile
 
 # The held-out share of the corpus is capped: the final validation pass reads all of it, and
 # past a quarter-million tokens more text changes the figure in its third decimal only.
 MAX_VAL_TOKENS = 2**18
+
+
+REPETITIVE_BYTES_PER_TOKEN = 32  # ordinary text: 2-6; a corpus past this repeats itself
+
+
+def _why_so_few(corpus_bytes: int, tokens: int) -> str:
+    """A corpus of many bytes but few tokens is nearly one thing repeated: its tokenizer
+    merged the repeats into a few very long tokens."""
+    if corpus_bytes < REPETITIVE_BYTES_PER_TOKEN * tokens:
+        return ""
+    return (
+        f" (its {corpus_bytes:,} bytes encode to {tokens:,} tokens: the text repeats itself "
+        "so much that it merged into a few very long tokens; give text with more variety)"
+    )
 
 
 class Batches:
@@ -52,7 +67,9 @@ class Split:
     val: np.ndarray  # the held-out tokens, the last part of the corpus
 
 
-def split(token_file: TokenFile, config: TrainConfig, context: int) -> Split:
+def split(
+    token_file: TokenFile, config: TrainConfig, context: int, corpus: Corpus | None = None
+) -> Split:
     """The training and validation tokens of the token file: the last part is held out."""
     tokens = token_file.array()
     n_val = min(MAX_VAL_TOKENS, max(2, int(len(tokens) * config.val_fraction)))
@@ -60,7 +77,9 @@ def split(token_file: TokenFile, config: TrainConfig, context: int) -> Split:
     if len(train_tokens) < context + 1:
         raise TextgenError(
             f"the corpus is too small: {max(len(train_tokens), 0)} training tokens, but one "
-            f"context window needs {context + 1}; add text or lower --context"
+            f"context window needs {context + 1}"
+            + (_why_so_few(corpus.total_bytes, len(tokens)) if corpus else "")
+            + "; add text or lower --context"
         )
     return Split(train_tokens, val_tokens)
 

@@ -12,15 +12,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from textgen.errors import TextgenError
+from textgen.files import WriteError
 from textgen.model import folder as model_folder
 from textgen.model.transformer import Transformer
+from textgen.model.writer import Staging
 from textgen.records import EvalResult, World
 from textgen.settings import TrainConfig
 from textgen.text.tokenizer import Tokenizer
 from textgen.training.evaluate import Evaluation
+
+T = TypeVar("T")
 
 
 class Checkpointer:
@@ -31,11 +35,16 @@ class Checkpointer:
         config: TrainConfig,
         run_summary: dict[str, Any],
         world: World,
+        corpus: dict[str, Any] | None = None,
+        staging: Staging | None = None,
     ) -> None:
         """`run_summary` goes into config.json's "training" section with the run's
-        progress (corpus, token counts)."""
+        progress (corpus, token counts); `corpus` (`Corpus.record`) into the training
+        state, for a resume to find it again. With `staging`, `folder` is a new model's
+        staging folder, put in its place at the first complete checkpoint."""
         self.folder, self.tokenizer, self.config = folder, tokenizer, config
-        self.run_summary, self.world = run_summary, world
+        self.run_summary, self.world, self.corpus = run_summary, world, corpus
+        self.staging = staging
         self.best: dict | None = None  # validation loss and step of the weights kept
         self.kept_eval: EvalResult | None = None
         self.model_saved = False
@@ -67,14 +76,13 @@ class Checkpointer:
         between this and the model files still resumes from one consistent moment."""
         if not self.world.is_main:
             return
-        state = {
-            **state,
-            "train_config": self.config.to_dict(),
-            "corpus_tokens": self.run_summary["train_tokens"] + self.run_summary["val_tokens"],
-            "best": self.best,
-        }
+        state = {**state, "train_config": self.config.to_dict(), "best": self.best}
+        if self.corpus is not None:
+            state["corpus"] = self.corpus
         self._guarded(lambda: model_folder.save_train_state(self.folder, state))
         self.saved_at = (state["step"], time.perf_counter())
+        if self.staging is not None and not self.staging.published:
+            self.folder = self._guarded(self.staging.publish)
 
     def save_model(
         self, model: Transformer, progress: dict[str, Any], evaluation: EvalResult | None
@@ -118,26 +126,27 @@ class Checkpointer:
         kept = improved or not self.config.keep_best
         if kept:
             self.save_model(model, progress, result)
-        model_folder.append_metrics(
-            self.folder,
-            {
-                "step": progress["steps"],
-                "time": progress["elapsed_seconds"],
-                "tokens": progress["tokens_seen"],
-                "train_loss": progress["train_loss"],
-                "val_loss": result.loss,
-                "val_bpb": result.bits_per_byte,
-                "final": final,
-                "kept": kept,
-            },
-        )
+        metrics = {
+            "step": progress["steps"],
+            "time": progress["elapsed_seconds"],
+            "tokens": progress["tokens_seen"],
+            "train_loss": progress["train_loss"],
+            "val_loss": result.loss,
+            "val_bpb": result.bits_per_byte,
+            "final": final,
+            "kept": kept,
+        }
+        self._guarded(lambda: model_folder.append_metrics(self.folder, metrics))
         return kept
 
-    def _guarded(self, write: Callable[[], None]) -> None:
+    def _guarded(self, write: Callable[[], T]) -> T:
+        """Run a write; a failure is one error that says why, and that nothing was lost."""
         try:
-            write()
-        except OSError as exc:
-            raise TextgenError(
-                f"could not save the checkpoint in {self.folder} ({exc.strerror or exc}); "
-                "the previous checkpoint is intact"
-            ) from None
+            return write()
+        except (OSError, WriteError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else exc.reason
+            if self.staging is None or self.staging.published:
+                where, kept = self.folder, "the previous checkpoint is intact (--resume)"
+            else:
+                where, kept = self.staging.target, "the folder is as it was before this run"
+            raise TextgenError(f"could not save a checkpoint in {where} ({why}); {kept}") from None

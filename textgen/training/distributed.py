@@ -85,13 +85,19 @@ def on_main(work: Callable[[], T]) -> T:
     return value
 
 
-def average_loss_and_main_clock(loss: torch.Tensor, elapsed: float) -> tuple[float, float]:
-    """The loss averaged over processes, and process 0's clock: every process must take the
-    same learning rate and stop at the same step, so they all follow process 0's time."""
+def agree_after_step(
+    loss: torch.Tensor, elapsed: float, stop: int | None
+) -> tuple[float, float, int | None]:
+    """What every process must agree on after a step: the loss averaged over processes,
+    process 0's clock (the same learning rate and the same last step for all), and whether
+    to stop now (a signal any process received: the first one's number)."""
     if not _world.distributed:
-        return loss.item(), elapsed
+        return loss.item(), elapsed, stop
     values = torch.tensor(
-        [loss.item(), elapsed if _world.is_main else 0.0], dtype=torch.float64, device=loss.device
+        [loss.item(), elapsed if _world.is_main else 0.0, stop or 0],
+        dtype=torch.float64,
+        device=loss.device,
     )
     dist.all_reduce(values)
-    return values[0].item() / _world.size, values[1].item()
+    signalled = int(values[2].item())  # torchrun hands a signal to every process alike
+    return values[0].item() / _world.size, values[1].item(), stop or signalled or None

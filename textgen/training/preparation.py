@@ -6,8 +6,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from textgen.errors import TextgenError
+from textgen.errors import SettingError, TextgenError
+from textgen.files import FolderLock
 from textgen.model import folder as model_folder
+from textgen.model.writer import FolderContents
 from textgen.records import Callback, Notice, Working
 from textgen.text.corpus import Corpus
 from textgen.text.tokenizer import Tokenizer
@@ -15,26 +17,45 @@ from textgen.text.tokens import TokenFile, cached_encoding
 from textgen.training.recipe import default_vocab_size
 
 
-def prepare_tokenizer(
-    folder: Path, corpus: Corpus, vocab_size: int | None, retrain: bool, report: Callback
+def choose_tokenizer(
+    folder: Path,
+    contents: FolderContents,
+    corpus: Corpus,
+    vocab_size: int | None,
+    overwrite: bool,
+    keep: bool,
+    report: Callback,
 ) -> Tokenizer:
-    """Use the folder's tokenizer if it has one (unless retraining), else train one."""
-    if (folder / model_folder.TOKENIZER).exists() and not retrain:
+    """The tokenizer of a new model: the folder's own when it was trained on this very
+    corpus (`textgen tokenizer train`), or when asked to keep it (`keep`); else a new one.
+    A folder's tokenizer trained on other text is never taken silently."""
+    if keep:
+        if not contents.has_tokenizer:
+            raise SettingError(f"--keep-tokenizer: {folder} holds no tokenizer to keep")
         tokenizer = model_folder.load_tokenizer(folder)
-        if vocab_size is not None and vocab_size != tokenizer.vocab_size:
-            report(
-                Notice(
-                    f"keeping the folder's tokenizer ({tokenizer.vocab_size} tokens); "
-                    f"--vocab-size {vocab_size} is ignored",
-                    warning=True,
-                )
+        report(Notice(f"keeping the folder's tokenizer ({tokenizer.vocab_size} tokens)"))
+    elif contents.has_tokenizer and not (overwrite or contents.has_model):
+        record = model_folder.tokenizer_record(folder)
+        if record.get("corpus_fingerprint") != corpus.fingerprint:
+            what = (
+                f"trained on {record['corpus']}, not on this corpus"
+                if "corpus" in record
+                else "whose corpus is not recorded"
             )
-        else:
-            report(Notice(f"using the folder's tokenizer ({tokenizer.vocab_size} tokens)"))
-        return tokenizer
-    if vocab_size is None:
-        vocab_size = default_vocab_size(corpus.total_bytes)
-    return Tokenizer.train_on(corpus, vocab_size, report)
+            raise TextgenError(
+                f"{folder} holds a tokenizer {what}; add --keep-tokenizer to train with it "
+                "anyway, or --overwrite to train a new one"
+            )
+        tokenizer = model_folder.load_tokenizer(folder)
+        size = tokenizer.vocab_size
+        report(Notice(f"using the folder's tokenizer, trained on this corpus ({size} tokens)"))
+    else:
+        return Tokenizer.train_on(
+            corpus, vocab_size or default_vocab_size(corpus.total_bytes), report
+        )
+    if vocab_size is not None and vocab_size != tokenizer.vocab_size:
+        report(Notice(f"--vocab-size {vocab_size} is ignored: the tokenizer is kept", True))
+    return tokenizer
 
 
 def train_tokenizer(
@@ -44,20 +65,19 @@ def train_tokenizer(
     overwrite: bool = False,
     report: Callback = lambda event: None,
 ) -> Tokenizer:
-    """`textgen tokenizer train`: a tokenizer alone, saved into `folder` for a later
-    `textgen train` to use."""
-    target = folder / model_folder.TOKENIZER
-    if target.exists() and not overwrite:
-        raise TextgenError(f"{target} already exists; add --overwrite to replace it")
-    if model_folder.has_weights(folder):
-        raise TextgenError(
-            f"{folder} holds a trained model that needs its tokenizer; use another --model"
-        )
-    report(Notice(f"corpus: {corpus.description}"))
-    size = vocab_size or default_vocab_size(corpus.total_bytes)
-    tokenizer = Tokenizer.train_on(corpus, size, report)
-    corpus.report_warnings(report)
-    model_folder.save_tokenizer(folder, tokenizer)
+    """`textgen tokenizer train`: a tokenizer alone, saved into `folder` with a record of
+    its corpus, for a later `textgen train` on that corpus to use."""
+    with FolderLock(folder):
+        contents = FolderContents.of(folder)
+        contents.check(folder, overwrite)
+        target = folder / model_folder.TOKENIZER
+        if contents.has_tokenizer and not overwrite:
+            raise TextgenError(f"{target} already exists; add --overwrite to replace it")
+        report(Notice(f"corpus: {corpus.description}"))
+        size = vocab_size or default_vocab_size(corpus.total_bytes)
+        tokenizer = Tokenizer.train_on(corpus, size, report)
+        corpus.report_warnings(report)
+        model_folder.save_tokenizer_only(folder, tokenizer, corpus.description, corpus.fingerprint)
     report(Notice(f"saved {target} ({tokenizer.vocab_size} tokens)"))
     return tokenizer
 

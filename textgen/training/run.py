@@ -9,6 +9,8 @@ budget (`textgen.training.recipe`, `textgen.training.sizing`).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,21 +18,24 @@ from typing import Any
 import torch
 
 from textgen.errors import SettingError, TextgenError
-from textgen.files import remove_temporaries
+from textgen.files import FolderLock, remove_temporaries
 from textgen.model import folder as model_folder
 from textgen.model.device import choose_device, prepare_device
 from textgen.model.transformer import Transformer
+from textgen.model.writer import FolderContents, Staging
 from textgen.records import Callback, Notice, TrainResult, World
 from textgen.settings import ModelConfig, TrainConfig
-from textgen.text.corpus import Corpus
+from textgen.text.corpus import Corpus, reopen
 from textgen.text.segmentations import segmentations
 from textgen.text.tokenizer import Tokenizer
 from textgen.text.tokens import TokenFile
 from textgen.training import distributed, recipe, sizing
 from textgen.training.batches import Split, micro_batches, split
 from textgen.training.checkpoint import Checkpointer
-from textgen.training.preparation import encode, prepare_tokenizer
+from textgen.training.optim import fraction_done
+from textgen.training.preparation import choose_tokenizer, encode
 from textgen.training.trainer import Trainer
+from textgen.units import format_duration
 
 
 def _quiet(event: object) -> None:
@@ -45,38 +50,58 @@ def train(
     vocab_size: int | None = None,
     overwrite: bool = False,
     callback: Callback = _quiet,
+    keep_tokenizer: bool = False,
 ) -> TrainResult:
     """Train a new model in `folder` on `corpus`.
 
     `architecture` holds ModelConfig fields except the vocabulary size, which comes from
-    the tokenizer (the folder's, if it has one, else trained here). Left out, the recipe
-    chooses: the shape (without `n_layer`, sized for the budget and the corpus), dropout;
-    and with `config.bpe_dropout` None, BPE-dropout. A folder that already holds a
-    trained model is only replaced with `overwrite`.
+    the tokenizer (the folder's, if it was trained on this corpus or `keep_tokenizer`
+    says so, else trained here). Left out, the recipe chooses: the shape (without
+    `n_layer`, sized for the budget and the corpus), dropout; and with
+    `config.bpe_dropout` None, BPE-dropout. A folder that already holds a trained model is
+    only replaced with `overwrite`, and then only at the new model's first complete
+    checkpoint (`textgen.model.writer`).
     """
     device, world, callback = _start(config, callback)
     architecture, config = recipe.for_corpus(architecture, config, corpus.total_bytes)
+    staging = Staging(folder)
+    with _writing(folder, world):
 
-    def prepare() -> TokenFile:  # in process 0 only
-        if model_folder.has_weights(folder) and not overwrite:
-            raise TextgenError(
-                f"{folder} already holds a trained model; add --resume to continue training "
-                "it or --overwrite to replace it"
+        def prepare() -> tuple[TokenFile, Path]:  # in process 0 only
+            contents = FolderContents.of(folder)
+            contents.check(folder, overwrite)
+            place = staging.create()
+            tokenizer = choose_tokenizer(
+                folder, contents, corpus, vocab_size, overwrite, keep_tokenizer, callback
             )
-        tokenizer = prepare_tokenizer(folder, corpus, vocab_size, overwrite, callback)
-        folder.mkdir(parents=True, exist_ok=True)
-        remove_temporaries(folder)
-        if overwrite:
-            for name in (model_folder.METRICS, model_folder.TRAIN_STATE, model_folder.WEIGHTS):
-                (folder / name).unlink(missing_ok=True)
-        model_folder.save_tokenizer(folder, tokenizer)
-        return encode(corpus, tokenizer, callback)
+            model_folder.save_tokenizer(place, tokenizer)
+            return encode(corpus, tokenizer, callback), place
 
-    token_file = distributed.on_main(prepare)
-    tokenizer = model_folder.load_tokenizer(folder)
-    context = architecture.get("context_window", ModelConfig.context_window)
-    data = split(token_file, config, context)
-    if "n_layer" not in architecture:  # size auto
+        try:
+            token_file, place = distributed.on_main(prepare)
+            tokenizer = model_folder.load_tokenizer(place)
+            context = architecture.get("context_window", ModelConfig.context_window)
+            data = split(token_file, config, context, corpus)
+            model = _new_model(architecture, tokenizer, config, data, device, world, callback)
+            return _run(
+                place, model, tokenizer, config, token_file, data, corpus, callback, staging=staging
+            )
+        finally:
+            staging.discard()  # a run that never checkpointed leaves the folder as it was
+
+
+def _new_model(
+    architecture: dict[str, Any],
+    tokenizer: Tokenizer,
+    config: TrainConfig,
+    data: Split,
+    device: torch.device,
+    world: World,
+    callback: Callback,
+) -> Transformer:
+    """A freshly initialised model of `architecture`, sized now if the shape was left to
+    the recipe (`--size auto`)."""
+    if "n_layer" not in architecture:
         choice = distributed.on_main(
             lambda: sizing.choose(
                 architecture, tokenizer.vocab_size, len(data.train), config, device, world.size
@@ -85,25 +110,38 @@ def train(
         callback(Notice(choice.describe()))
         architecture = {**architecture, **recipe.depth_shape(choice.depth)}
     torch.manual_seed(config.seed)  # the same initial weights in every process
-    model = Transformer(ModelConfig(vocab_size=tokenizer.vocab_size, **architecture)).to(device)
-    return _run(folder, model, tokenizer, config, token_file, data, corpus, callback)
+    return Transformer(ModelConfig(vocab_size=tokenizer.vocab_size, **architecture)).to(device)
 
 
 def resume(
     folder: Path,
-    corpus: Corpus,
+    corpus: Corpus | None = None,
     more_steps: int | None = None,
     more_time: float | None = None,
     changes: dict[str, Any] | None = None,
     callback: Callback = _quiet,
 ) -> TrainResult:
     """Continue training the model in `folder` exactly where its last checkpoint left it:
-    weights, optimizer, learning-rate schedule, data order and elapsed time.
+    weights, optimizer, learning-rate schedule, data order, every random state and elapsed
+    time. `corpus` None: the run's own corpus, if it is still there unchanged.
 
     With neither `more_steps` nor `more_time`, the run finishes its original budget; with
-    them, the budget grows by that much (the learning rate warms back up and decays again
-    towards the new end). `changes` replaces other saved settings (device, intervals).
+    them, it trains that much more, whatever its budget was (the learning rate warms back
+    up and decays again towards the new end). `changes` replaces other saved settings
+    (device, intervals).
     """
+    with _writing(folder, World.from_environment()):  # first: a run may be under way
+        return _resume(folder, corpus, more_steps, more_time, changes or {}, callback)
+
+
+def _resume(
+    folder: Path,
+    corpus: Corpus | None,
+    more_steps: int | None,
+    more_time: float | None,
+    changes: dict[str, Any],
+    callback: Callback,
+) -> TrainResult:
     if not (folder / model_folder.TRAIN_STATE).exists():
         raise TextgenError(
             f"{folder}: nothing to resume (no {model_folder.TRAIN_STATE}); "
@@ -111,28 +149,54 @@ def resume(
         )
     meta = model_folder.read_config(folder)
     state = model_folder.load_train_state(folder)
-    config = _resumed_config(folder, state, more_steps, more_time, changes or {})
+    config = _resumed_config(folder, state, more_steps, more_time, changes)
     device, world, callback = _start(config, callback)
     tokenizer = model_folder.load_tokenizer(folder)
     model = Transformer(meta["model_config"])
     try:
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[-1].strip() if str(exc).strip() else "no weights"
         raise TextgenError(
-            f"{folder / model_folder.TRAIN_STATE}: weights do not fit config.json ({exc})"
+            f"{folder / model_folder.TRAIN_STATE}: its weights do not fit config.json ({first})"
         ) from None
     model.to(device)
+    with contextlib.ExitStack() as stack:
+        if corpus is None:
+            corpus = stack.enter_context(_recorded_corpus(folder, state))
 
-    def prepare() -> TokenFile:  # in process 0 only
-        remove_temporaries(folder)
-        callback(Notice(f"resuming {folder} from step {state['step']:,}"))
-        return encode(corpus, tokenizer, callback)
+        def prepare() -> TokenFile:  # in process 0 only
+            remove_temporaries(folder)
+            model_folder.keep_metrics_until(folder, state["step"])
+            callback(Notice(f"resuming {folder} from step {state['step']:,}"))
+            recorded = state.get("corpus", {}).get("fingerprint", corpus.fingerprint)
+            if recorded != corpus.fingerprint:
+                callback(Notice("the corpus differs from the last run's: continuing on it", True))
+            return encode(corpus, tokenizer, callback)
 
-    token_file = distributed.on_main(prepare)
-    data = split(token_file, config, model.config.context_window)
-    if len(data.train) + len(data.val) != state.get("corpus_tokens"):
-        callback(Notice("the corpus differs from the last run's: continuing on it", True))
-    return _run(folder, model, tokenizer, config, token_file, data, corpus, callback, state)
+        token_file = distributed.on_main(prepare)
+        data = split(token_file, config, model.config.context_window, corpus)
+        return _run(folder, model, tokenizer, config, token_file, data, corpus, callback, state)
+
+
+@contextlib.contextmanager
+def _writing(folder: Path, world: World) -> Iterator[None]:
+    """The folder's lock, held by the process that writes it (process 0) for the run."""
+    with FolderLock(folder) if world.is_main else contextlib.nullcontext():
+        yield
+
+
+def _recorded_corpus(folder: Path, state: dict[str, Any]) -> Corpus:
+    record = state.get("corpus")
+    if not isinstance(record, dict):
+        raise TextgenError(
+            f"{folder}: its run did not record its corpus; give it again: "
+            f"textgen train CORPUS --model {folder} --resume"
+        )
+    try:
+        return reopen(record)
+    except TextgenError as exc:
+        raise TextgenError(f"{folder}: {exc}") from None
 
 
 def _start(config: TrainConfig, callback: Callback) -> tuple[torch.device, World, Callback]:
@@ -155,19 +219,30 @@ def _resumed_config(
     more_time: float | None,
     changes: dict[str, Any],
 ) -> TrainConfig:
-    """The saved training settings, with a larger budget and the changes asked for."""
+    """The saved training settings, with the budget and the changes asked for."""
     try:
         config = TrainConfig.from_dict(state["train_config"])
     except (KeyError, TypeError, SettingError) as exc:
         raise TextgenError(
             f"{folder / model_folder.TRAIN_STATE}: bad training settings: {exc}"
         ) from None
-    updates = dict(changes)
-    if more_steps is not None:
-        updates["steps"] = state["step"] + more_steps
-    if more_time is not None:
-        updates["time_budget"] = state["elapsed"] + more_time
-    return replace(config, **updates)
+    if more_steps is not None or more_time is not None:  # that much more, in steps or time
+        changes = {
+            **changes,
+            "steps": None if more_steps is None else state["step"] + more_steps,
+            "time_budget": None if more_time is None else state["elapsed"] + more_time,
+        }
+    config = replace(config, **changes)
+    if fraction_done(state["step"], state["elapsed"], config) >= 1:
+        parts = [] if config.steps is None else [f"{config.steps:,} steps"]
+        if config.time_budget is not None:
+            parts.append(format_duration(config.time_budget))
+        budget = " or ".join(parts)
+        raise SettingError(
+            f"{folder}: its run already finished its budget ({budget}); add --steps N or "
+            "--time T to train it that much more"
+        )
+    return config
 
 
 def _run(
@@ -180,8 +255,10 @@ def _run(
     corpus: Corpus,
     callback: Callback,
     state: dict[str, Any] | None = None,
+    staging: Staging | None = None,
 ) -> TrainResult:
-    """Train `model` from its state (a fresh one, or a checkpoint's) to the budget's end."""
+    """Train `model` from its state (a fresh one, or a checkpoint's) to the budget's end,
+    in `folder` (a new model's staging folder, put in place at its first checkpoint)."""
     world = distributed.world()
     stream = distributed.on_main(
         lambda: segmentations(
@@ -194,7 +271,9 @@ def _run(
         "train_tokens": len(data.train),
         "val_tokens": len(data.val),
     }
-    checkpoints = Checkpointer(folder, tokenizer, config, run_summary, world)
+    checkpoints = Checkpointer(
+        folder, tokenizer, config, run_summary, world, corpus.record(), staging
+    )
     trainer = Trainer(
         model,
         config,

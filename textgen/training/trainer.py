@@ -4,7 +4,8 @@ It never prints: it reports through a callback that receives `RunStarted`, `Step
 `EvalReport` and `Notice` records (`textgen.ui` draws them). A run stops at a number of
 steps or a wall-clock budget, whichever comes first; the learning rate warms up, holds,
 then decays linearly to zero over the last part of the run, measured in steps or in time.
-Ctrl-C saves a checkpoint and returns with `interrupted=True`.
+Ctrl-C, SIGTERM and SIGHUP stop it at the next step boundary with a checkpoint
+(`textgen.training.stopping`); the result says which signal it was.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from textgen.training.batches import Batches, Split, micro_batches
 from textgen.training.checkpoint import Checkpointer
 from textgen.training.evaluate import evaluate, token_byte_lengths
 from textgen.training.optim import fraction_done, lr_multiplier, make_optimizer
+from textgen.training.stopping import StopRequests, stopped_by
 
 REPORT_SECONDS = 0.25  # between progress reports
 
@@ -122,22 +124,31 @@ class Trainer:
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             "data_rng": self.batches.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),  # dropout masks
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a saved state (the weights are loaded by whoever built the model)."""
         self.optimizer.load_state_dict(state["optimizer"])
         self.batches.generator.set_state(state["data_rng"])
+        if "torch_rng" in state:  # checkpoints from before it was saved lack it
+            torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.progress = Progress(
             state["step"], state["tokens_seen"], state["elapsed"], state["smoothed_loss"]
         )
 
     # -- one step -----------------------------------------------------------------------------
 
-    def train_step(self, multiplier: float, elapsed: float) -> float:
+    def train_step(
+        self, multiplier: float, elapsed: float, stop: int | None = None
+    ) -> tuple[float, int | None]:
         """One optimizer step over a whole batch: this process's micro-batches, their
         gradients summed here and averaged over processes. Returns the elapsed time by
-        process 0's clock, which every process follows."""
+        process 0's clock, which every process follows, and the signal that asks every
+        process to stop after this step (`stop`: one this process received)."""
         self.optimizer.set_lr_multiplier(multiplier)
         # (accumulation, processes, micro-batch): process r takes column r of every row
         starts = self.batches.draw().view(self.accumulation, self.world.size, self.micro_batch)
@@ -158,13 +169,15 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.progress.step += 1
         self.progress.tokens_seen += self.config.batch_size * self.model.config.context_window
-        value, elapsed = distributed.average_loss_and_main_clock(total / self.accumulation, elapsed)
+        value, elapsed, stop = distributed.agree_after_step(
+            total / self.accumulation, elapsed, stop
+        )
         if not math.isfinite(value):
             raise TextgenError(
                 f"training diverged at step {self.progress.step} (loss is {value}); lower --lr"
             )
         self.progress.add_loss(value)
-        return elapsed
+        return elapsed, stop
 
     def _ddp(self):
         module = self.forward
@@ -199,44 +212,52 @@ class Trainer:
     # -- the loop -----------------------------------------------------------------------------
 
     def run(self, checkpoints: Checkpointer) -> TrainResult:
-        """Train until the budget is spent (or Ctrl-C), validating and checkpointing."""
+        """Train until the budget is spent or a signal asks to stop (`stopping`),
+        validating and checkpointing."""
         config, p = self.config, self.progress
         self._announce()
         self.model.train()
         start, elapsed_before = time.perf_counter(), p.elapsed
         speed = _Speedometer(start, p.tokens_seen)
         checkpoints.started(p.step)
-        interrupted, final_eval = False, None
-        try:
-            while True:
-                if not self.world.distributed:  # else: process 0's clock at the last step
-                    p.elapsed = elapsed_before + time.perf_counter() - start
-                done = fraction_done(p.step, p.elapsed, config)
-                if done >= 1.0:
-                    break
-                multiplier = lr_multiplier(
-                    p.step, done, config.warmup_steps, config.cooldown_fraction
-                )
-                p.elapsed = self.train_step(
-                    multiplier, elapsed_before + time.perf_counter() - start
-                )
-                done = fraction_done(p.step, p.elapsed, config)
-                if speed.due():
-                    self._report(speed.measure(p.tokens_seen), multiplier, done)
-                if done >= 1:
-                    continue  # the final evaluation and checkpoint follow
-                if p.step % config.eval_interval == 0:
-                    self.validate(checkpoints, final=False)
-                if checkpoints.due(p.step):
-                    self.checkpoint(checkpoints)
-        except KeyboardInterrupt:
-            interrupted = True
-        if interrupted:
-            self.callback(Notice(f"interrupted at step {p.step:,}: saving a checkpoint", True))
+        with StopRequests() as stops:
+            try:
+                while True:
+                    if not self.world.distributed:  # else: process 0's clock at the last step
+                        p.elapsed = elapsed_before + time.perf_counter() - start
+                    done = fraction_done(p.step, p.elapsed, config)
+                    if done >= 1.0:
+                        break
+                    multiplier = lr_multiplier(
+                        p.step, done, config.warmup_steps, config.cooldown_fraction
+                    )
+                    now = elapsed_before + time.perf_counter() - start
+                    p.elapsed, stop = self.train_step(multiplier, now, stops.signal)
+                    done = fraction_done(p.step, p.elapsed, config)
+                    if speed.due():
+                        self._report(speed.measure(p.tokens_seen), multiplier, done)
+                    if done < 1:  # else the final evaluation and checkpoint follow
+                        self._between_steps(checkpoints)
+                    if stop is not None:
+                        stops.request(stop)
+                        break
+            except KeyboardInterrupt:  # raised by Python code: a callback, a test
+                stops.request()
+            if stops.signal is not None:
+                why = stopped_by(stops.signal)
+                self.callback(Notice(f"{why} at step {p.step:,}: saving a checkpoint", True))
+                self.checkpoint(checkpoints)
+                final_eval = None
+            else:
+                final_eval = distributed.on_main(lambda: self._finish(checkpoints))
+        return self._result(checkpoints, stops.signal, final_eval)
+
+    def _between_steps(self, checkpoints: Checkpointer) -> None:
+        """Validation and checkpoints, when due."""
+        if self.progress.step % self.config.eval_interval == 0:
+            self.validate(checkpoints, final=False)
+        if checkpoints.due(self.progress.step):
             self.checkpoint(checkpoints)
-        else:
-            final_eval = distributed.on_main(lambda: self._finish(checkpoints))
-        return self._result(checkpoints, interrupted, final_eval)
 
     def _finish(self, checkpoints: Checkpointer) -> EvalResult | None:
         """The final evaluation and checkpoint, in process 0 while the others wait."""
@@ -277,7 +298,7 @@ class Trainer:
         )
 
     def _result(
-        self, checkpoints: Checkpointer, interrupted: bool, final_eval: EvalResult | None
+        self, checkpoints: Checkpointer, stopped_by: int | None, final_eval: EvalResult | None
     ) -> TrainResult:
         p, keep_best = self.progress, self.config.keep_best
         kept_step = checkpoints.kept_step
@@ -288,7 +309,7 @@ class Trainer:
             elapsed=p.elapsed,
             parameters=self.model.num_parameters(),
             final_eval=final_eval,
-            interrupted=interrupted,
+            stopped_by=stopped_by,
             kept_step=kept_step if kept_step is not None else p.step,
             kept_eval=checkpoints.kept_eval if keep_best else final_eval,
         )

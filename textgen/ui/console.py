@@ -7,17 +7,82 @@ colour and no live display when the stream is not a terminal or when NO_COLOR is
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import stat
 import sys
+from typing import IO
 
 from rich.console import Console
+from rich.file_proxy import FileProxy
+from rich.live import Live
 from rich.markup import escape
+from rich.progress import Progress, ProgressColumn
+
+
+class _Stderr:
+    """sys.stderr (whichever it is at the time of each write) that drops what can no longer
+    be written: with `2>&1 | head`, a closed stderr must not stop a training run."""
+
+    closed_pipe = False
+
+    @property
+    def _stream(self) -> IO[str]:
+        stream = sys.stderr
+        # a live display stands a proxy in for sys.stderr that prints through its console:
+        # the console's own writes go to what the proxy stands for
+        return stream.rich_proxied_file if isinstance(stream, FileProxy) else stream
+
+    def write(self, text: str) -> int:
+        if not self.closed_pipe:
+            try:
+                return self._stream.write(text)
+            except (BrokenPipeError, ValueError):  # a closed pipe; a closed file
+                self.closed_pipe = True
+            except OSError as exc:
+                if exc.errno not in (errno.EPIPE, errno.EBADF):
+                    raise
+                self.closed_pipe = True
+        return len(text)
+
+    def flush(self) -> None:
+        self.write("")
+        if not self.closed_pipe:
+            try:
+                self._stream.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                self.closed_pipe = True
+
+    def isatty(self) -> bool:
+        return not self.closed_pipe and self._stream.isatty()
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self._stream, "encoding", None) or "utf-8"
 
 
 def make_console(stderr: bool = True) -> Console:
-    """A console on stderr (or stdout); plain text when not a terminal or NO_COLOR is set."""
-    return Console(stderr=stderr, highlight=False, no_color="NO_COLOR" in os.environ or None)
+    """A console on stderr (or stdout); plain text when not a terminal or NO_COLOR is set.
+    Output to stderr that cannot be written (a closed pipe) is dropped."""
+    no_color = "NO_COLOR" in os.environ or None
+    if stderr:
+        return Console(file=_Stderr(), highlight=False, no_color=no_color)  # type: ignore[arg-type]
+    return Console(highlight=False, no_color=no_color)
+
+
+def progress_bar(console: Console, *columns: str | ProgressColumn) -> Progress:
+    """A transient progress bar on `console` that leaves stdout alone: stdout carries the
+    product, and a display that captured it would lose it."""
+    return Progress(*columns, console=console, transient=True, redirect_stdout=False)
+
+
+def live_display(console: Console) -> Live:
+    """A live display on `console` that leaves stdout alone (see `progress_bar`)."""
+    return Live(console=console, transient=True, refresh_per_second=12, redirect_stdout=False)
 
 
 def live_ok(console: Console) -> bool:
@@ -25,7 +90,9 @@ def live_ok(console: Console) -> bool:
 
 
 def error(console: Console, message: str) -> None:
-    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    """One line, whatever the message holds (an exception's text can run to paragraphs)."""
+    one_line = re.sub(r"\s*\n\s*", " ", message.strip())
+    console.print(f"[bold red]error:[/] {escape(one_line)}", soft_wrap=True)
 
 
 def notice(console: Console, message: str, warning: bool = False) -> None:

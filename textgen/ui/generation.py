@@ -20,7 +20,13 @@ from rich.text import Text
 
 from textgen.records import Generation, TokenRecord
 from textgen.settings import SampleConfig
-from textgen.ui.console import live_ok, make_console, notice, stdout_is_a_pipe
+from textgen.ui.console import (
+    live_display,
+    live_ok,
+    make_console,
+    notice,
+    stdout_is_a_pipe,
+)
 from textgen.ui.style import (
     RenderToken,
     bar,
@@ -29,6 +35,7 @@ from textgen.ui.style import (
     percent,
     prob_legend,
     prob_style,
+    visible_controls,
 )
 
 
@@ -59,25 +66,58 @@ class GenerateView:
         self.live: Live | None = None
         self.pieces: list[tuple[str, float]] = []
         self.steps = 0
+        self.line_open = False  # a terminal line holds text not yet ended by a newline
 
     def __enter__(self) -> GenerateView:
         if self.show_top and self.interactive and self.single and not stdout_is_a_pipe():
-            self.live = Live(console=self.err, transient=True, refresh_per_second=12)
+            self.live = live_display(self.err)
             self.live.start()
         elif self.interactive and self.single and self.prompt:
             self._show_prompt()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self.live is not None:
-            self.live.stop()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        """Stopped early (Ctrl-C): what was generated stays on the screen, on a line of its
+        own, before the notice that follows."""
+        if exc_type is not None:
+            self._end_live(keep_last_frame=True)
+            self._end_line()
+
+    def _end_live(self, keep_last_frame: bool = False) -> None:
+        """Stop the live view. It held the text back from a terminal's stdout: print it
+        now; elsewhere the text went to stdout already, and the view's last frame can stay
+        (on stderr) to show where it stopped."""
+        if self.live is None:
+            return
+        live, self.live = self.live, None
+        live.transient = self.stdout_tty or not keep_last_frame
+        live.stop()
+        if self.stdout_tty:
+            self._show_prompt()
+            for piece, prob in self.pieces:
+                self._write(piece, prob)
+
+    def _end_line(self) -> None:
+        """End the text's line in a terminal (a pipe gets exactly the text)."""
+        if not self.line_open:
+            return
+        if self.stdout_tty:
+            self._write("\n", 1.0)
+        else:
+            self.err.line()
+        self.line_open = False
 
     def _show_prompt(self) -> None:
         shown = self.prompt if len(self.prompt) <= 400 else "…" + self.prompt[-400:]
+        shown = visible_controls(shown)
         self.err.print(shown, style="dim", end="", soft_wrap=True, markup=False)
         self.err.file.flush()
+        self.line_open = not shown.endswith("\n")
 
     def _write(self, piece: str, prob: float) -> None:
+        if self.stdout_tty and piece:
+            self.line_open = not piece.endswith("\n")
+            piece = visible_controls(piece)
         if self.colour:
             self.out.print(Text(piece, style=prob_style(prob)), end="", soft_wrap=True)
             self.out.file.flush()
@@ -110,13 +150,7 @@ class GenerateView:
             self._write(record.text, prob)
 
     def finish(self, generation: Generation) -> None:
-        if self.live is not None:
-            self.live.stop()
-            self.live = None
-            if self.stdout_tty:  # the live view held the text back: print it now
-                self._show_prompt()
-                for piece, prob in self.pieces:
-                    self._write(piece, prob)
+        self._end_live()
         samples = generation.samples
         if not self.single:
             for i, sample in enumerate(samples):
@@ -126,11 +160,7 @@ class GenerateView:
                     self._write(r.text, math.exp(r.logprob))
                 if i < len(samples) - 1:
                     self._write("\n\n", 1.0)
-        if not samples[-1].text.endswith("\n"):  # end the line in a terminal, not a pipe
-            if self.stdout_tty:
-                self._write("\n", 1.0)
-            elif self.interactive:
-                self.err.line()
+        self._end_line()
         if self.colour:
             self.err.print(prob_legend(), soft_wrap=True)
         if self.show_top:

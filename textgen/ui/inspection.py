@@ -14,12 +14,12 @@ from typing import Any
 from rich.columns import Columns
 from rich.console import Console, Group
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from textgen.records import EvalResult
-from textgen.ui.console import live_ok
+from textgen.ui.console import live_ok, progress_bar
 from textgen.ui.style import clip, coloured, shade, surprisal_legend
 
 _TOKEN_STYLES = ("on #264653", "on #2a6f5f", "on #5c4d7d", "on #7a4e3b")
@@ -49,13 +49,12 @@ class TokenProgress:
     def __init__(self, console: Console, label: str) -> None:
         self.progress = None
         if live_ok(console):
-            self.progress = Progress(
+            self.progress = progress_bar(
+                console,
                 TextColumn(label),
                 BarColumn(),
                 TextColumn("{task.completed:,}/{task.total:,}"),
                 TimeElapsedColumn(),
-                console=console,
-                transient=True,
             )
             self.task = self.progress.add_task(label, total=None)
 

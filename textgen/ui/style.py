@@ -7,6 +7,7 @@ Nothing here imports torch: the inputs are plain numbers and strings.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 
 from rich.text import Text
@@ -71,11 +72,22 @@ def surprisal_legend() -> Text:
     return legend
 
 
+# C0 and C1 control characters but newline and tab, and DEL: a terminal would act on them
+# (an escape sequence recolours, moves or clears; a bell rings), not show them.
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def visible_controls(text: str) -> str:
+    """Text safe to print on a terminal: control characters spelled out (`\x1b`), as
+    `cat -v` would; pipes and files get the text as it is."""
+    return _CONTROLS.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 def coloured(pieces: Sequence[tuple[str, float]]) -> Text:
     """Text whose pieces are coloured by a probability: [(text, prob), ...]."""
     text = Text()
     for piece, prob in pieces:
-        text.append(piece, style=prob_style(prob))
+        text.append(visible_controls(piece), style=prob_style(prob))
     return text
 
 

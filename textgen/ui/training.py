@@ -6,6 +6,7 @@ Draws the plain records a run reports (`textgen.records`); imports no torch.
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -19,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from textgen.records import EvalReport, Notice, RunStarted, StepReport, TrainResult, Working
-from textgen.ui.console import live_ok, notice
+from textgen.ui.console import live_ok, notice, progress_bar
 from textgen.ui.style import count
 from textgen.units import format_duration
 
@@ -59,25 +60,26 @@ class TrainView:
             self._eval(event)
 
     def _working(self, event: Working) -> None:
-        """A transient bar over the corpus bytes, in a terminal only."""
+        """A transient bar over the corpus bytes (a pulsing one when the amount of work is
+        unknown: `total` 0), in a terminal only."""
         if not self.live:
             return
         if self.work is None or self.work_task != event.task:
             self._end_work()
-            self.work = Progress(
+            self.work = progress_bar(
+                self.console,
                 TextColumn("{task.description}"),
                 BarColumn(bar_width=None),
-                TextColumn("{task.percentage:>3.0f}%"),
                 TextColumn("{task.fields[size]}"),
                 TextColumn("{task.fields[speed]}"),
                 TimeElapsedColumn(),
-                console=self.console,
-                transient=True,
             )
             self.work.start()
             self.work_task = event.task
             self.work_started = time.monotonic()
-            self.work.add_task(event.task, total=max(event.total, 1), size="", speed="")
+            self.work.add_task(event.task, total=event.total or None, size="", speed="")
+        if not event.total:
+            return
         seconds = max(time.monotonic() - self.work_started, 1e-9)
         digits = 0 if event.total >= 10 * 2**20 else 1
         self.work.update(
@@ -112,7 +114,8 @@ class TrainView:
         if parts:
             notice(self.console, "; ".join(parts))
         if self.live:
-            self.progress = Progress(
+            self.progress = progress_bar(
+                self.console,
                 TextColumn("step [bold]{task.fields[step]}[/]"),
                 BarColumn(bar_width=None),
                 TextColumn("{task.percentage:>3.0f}%"),
@@ -120,8 +123,6 @@ class TrainView:
                 TextColumn("{task.fields[speed]} tok/s{task.fields[mfu]}"),
                 TimeElapsedColumn(),
                 TextColumn("ETA {task.fields[eta]}"),
-                console=self.console,
-                transient=True,
             )
             self.progress.start()
             self.task = self.progress.add_task(
@@ -162,7 +163,13 @@ class TrainView:
             soft_wrap=True,
         )
 
-    def summary(self, result: TrainResult, model_name: str, metrics: Sequence[dict] = ()) -> None:
+    def summary(
+        self,
+        result: TrainResult,
+        model_name: str,
+        metrics: Sequence[dict] = (),
+        resume_command: str = "textgen train --resume",
+    ) -> None:
         table = Table.grid(padding=(0, 2))
         table.add_column(style="dim")
         table.add_column()
@@ -179,12 +186,17 @@ class TrainView:
                 table.add_row("kept", f"the weights of step {result.kept_step:,} (best validation)")
             table.add_row("val loss", f"{e.loss:.3f} (perplexity {e.perplexity:.1f})")
             table.add_row("val bits/byte", f"[bold green]{e.bits_per_byte:.3f}[/]")
-        title = "interrupted: checkpoint saved" if result.interrupted else "training done"
+        title = "training done"
+        if result.stopped_by is not None:
+            why = "interrupted" if result.stopped_by == signal.SIGINT else "stopped"
+            title = f"{why}: checkpoint saved"
         self.console.print(Panel(table, title=title, expand=False, box=box.ROUNDED))
         curve = loss_curve(metrics)
         if curve is not None:
             self.console.print(curve)
-        if not result.interrupted:
+        if result.interrupted:
+            notice(self.console, f"to go on from here: {resume_command}")
+        else:
             notice(self.console, f'try: textgen generate "The" --model {model_name}')
 
 
