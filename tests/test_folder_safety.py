@@ -7,6 +7,7 @@ import json
 import shutil
 import signal
 import subprocess
+import time
 
 import pytest
 import torch
@@ -49,6 +50,9 @@ def test_a_second_writer_is_refused_naming_the_first(tmp_path, corpus_file, text
         for extra in ((str(corpus_file), "--overwrite"), ("--resume",)):
             code, _, err = textgen("train", *extra, *options)
             one_line_error(code, err, 1, f"{folder} is being written by textgen (pid {first.pid}")
+        deadline = time.monotonic() + 120
+        while not (folder / model_folder.TRAIN_STATE).exists() and time.monotonic() < deadline:
+            time.sleep(0.01)  # its first checkpoint
     finally:
         first.send_signal(signal.SIGKILL)  # its lock goes with it
         first.wait()
