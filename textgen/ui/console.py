@@ -7,11 +7,13 @@ colour and no live display when the stream is not a terminal or when NO_COLOR is
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
 import stat
 import sys
+from collections.abc import Iterator
 from typing import IO
 
 from rich.console import Console
@@ -72,6 +74,31 @@ def make_console(stderr: bool = True) -> Console:
     if stderr:
         return Console(file=_Stderr(), highlight=False, no_color=no_color)  # type: ignore[arg-type]
     return Console(highlight=False, no_color=no_color)
+
+
+@contextlib.contextmanager
+def no_control_echo() -> Iterator[None]:
+    """While a live display is on: the terminal does not echo Ctrl-C as `^C`, which would
+    wrap a full-width bar onto a second line and leave a stale copy of it on the screen."""
+    try:
+        import termios
+
+        fd = sys.stdin.fileno()
+        saved = termios.tcgetattr(fd)
+    except (ImportError, OSError, ValueError, AttributeError):  # not a terminal, or Windows
+        yield
+        return
+    changed = list(saved)
+    changed[3] &= ~getattr(termios, "ECHOCTL", 0)  # the local modes
+    try:
+        termios.tcsetattr(fd, termios.TCSANOW, changed)
+    except termios.error:
+        yield
+        return
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSANOW, saved)
 
 
 def progress_bar(console: Console, *columns: str | ProgressColumn) -> Progress:

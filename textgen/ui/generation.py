@@ -6,6 +6,7 @@ Draws plain records (`TokenRecord`, `Generation`); imports no torch.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -24,6 +25,7 @@ from textgen.ui.console import (
     live_display,
     live_ok,
     make_console,
+    no_control_echo,
     notice,
     stdout_is_a_pipe,
 )
@@ -69,7 +71,9 @@ class GenerateView:
         self.line_open = False  # a terminal line holds text not yet ended by a newline
 
     def __enter__(self) -> GenerateView:
+        self._echo = contextlib.ExitStack()
         if self.show_top and self.interactive and self.single and not stdout_is_a_pipe():
+            self._echo.enter_context(no_control_echo())
             self.live = live_display(self.err)
             self.live.start()
         elif self.interactive and self.single and self.prompt:
@@ -82,6 +86,7 @@ class GenerateView:
         if exc_type is not None:
             self._end_live(keep_last_frame=True)
             self._end_line()
+        self._echo.close()
 
     def _end_live(self, keep_last_frame: bool = False) -> None:
         """Stop the live view. It held the text back from a terminal's stdout: print it

@@ -6,6 +6,7 @@ Draws the plain records a run reports (`textgen.records`); imports no torch.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from textgen.records import EvalReport, Notice, RunStarted, StepReport, TrainResult, Working
-from textgen.ui.console import live_ok, notice, progress_bar
+from textgen.ui.console import live_ok, no_control_echo, notice, progress_bar
 from textgen.ui.style import count
 from textgen.units import format_duration
 
@@ -38,12 +39,16 @@ class TrainView:
         self.work_task = ""
 
     def __enter__(self) -> TrainView:
+        self._echo = contextlib.ExitStack()
+        if self.live:
+            self._echo.enter_context(no_control_echo())
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._end_work()
         if self.progress is not None:
             self.progress.stop()
+        self._echo.close()
 
     def __call__(self, event: object) -> None:
         if isinstance(event, Working):
