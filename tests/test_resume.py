@@ -20,7 +20,7 @@ from textgen.text.corpus import open_corpus
 from textgen.training.run import resume, train
 
 # The CLI's defaults for a small corpus: dropout 0.2 and BPE-dropout 0.1, both random.
-RUN = ("--steps", "150", "--eval-interval", "20", "--save-every", "7", "--batch-size", "4")
+RUN = ("--steps", "400", "--eval-interval", "20", "--save-every", "7", "--batch-size", "4")
 
 
 def same_weights(a, b) -> bool:
@@ -63,9 +63,9 @@ def test_a_run_stopped_by_a_signal_resumes_to_bitwise_the_weights_of_one_never_s
     assert "saving a checkpoint" in err and "Traceback" not in err
     assert f"to go on from here: textgen train --model {folder} --resume" in err
     stopped_at = model_folder.load_train_state(folder)["step"]
-    assert 0 < stopped_at < 150
+    assert 0 < stopped_at < 400
     result = resume(folder)  # no corpus given: the run's own
-    assert result.steps == 150 and not result.interrupted
+    assert result.steps == 400 and not result.interrupted
     assert same_weights(folder, straight)
 
 
@@ -89,7 +89,7 @@ def test_a_run_killed_with_sigkill_resumes_to_bitwise_the_same_weights(
     resume(folder)
     assert same_weights(folder, straight)
     steps = [m["step"] for m in model_folder.read_metrics(folder)]
-    assert steps == sorted(set(steps)) and steps[-1] == 150  # one history, in order
+    assert steps == sorted(set(steps)) and steps[-1] == 400  # one history, in order
 
 
 def _timed_run(folder, corpus_file, **settings):
