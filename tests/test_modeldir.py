@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
@@ -9,11 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import run_cli
+from rich.console import Console
 
 from textgen import files
 from textgen.errors import TextgenError
 from textgen.model import folder as model_folder
 from textgen.text.tokenizer import Tokenizer
+from textgen.ui.training import LossCurve
 
 
 @pytest.fixture
@@ -139,9 +142,12 @@ def test_a_metrics_file_in_any_state_never_breaks_a_command(folder_copy, capsys,
     (folder_copy / "metrics.jsonl").write_text("\n".join(lines))
     records = model_folder.read_metrics(folder_copy)
     assert [(r["step"], r["val_loss"]) for r in records] == [(100, 3.1), (200, 2.3), (300, 2.0)]
-    code, _, err = run_cli(capsys, monkeypatch, "info", "--model", str(folder_copy))
+    code, out, err = run_cli(capsys, monkeypatch, "info", "--model", str(folder_copy))
     assert code == 0, err
-    assert "validation loss" in err  # the curve is drawn
+    assert "evaluations: 3 in metrics.jsonl" in out
+    terminal = Console(file=io.StringIO(), width=80)
+    terminal.print(LossCurve(records))  # and the curve draws them
+    assert "validation loss" in terminal.file.getvalue()
 
 
 def test_a_hand_edited_config_cannot_make_textgen_allocate_its_size(folder_copy):

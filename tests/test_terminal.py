@@ -52,7 +52,7 @@ def test_the_text_reaches_stdout_whatever_is_a_terminal(
         assert run.stdout.decode() == expected
     if not stderr_tty:
         assert not ANSI.search(run.stderr.decode())
-        assert ("top candidates" in run.stderr.decode()) == (show_top != "0")
+        assert ("model's top 5" in run.stderr.decode()) == (show_top != "0")
 
 
 @pytest.mark.parametrize("show_top", ["0", "5"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -122,19 +123,20 @@ def _renderables(lm, completion):
         "surprisal": inspection.surprisal_view(pieces, result),
         "heatmap": inspection.attention_heatmap(pattern, labels, 0, "layer 0, head 0"),
         "grid": inspection.attention_grid([pattern, pattern], labels, 0, 0),
-        "curve": training.loss_curve(metrics),
-        "info": models.info_panel("tiny", meta, 1234, metrics),
+        "curve": training.LossCurve(metrics),
+        "info": models.info_panel("tiny", models.info_rows(meta, 1234, metrics), metrics),
         "tokens": inspection.tokens_view(labels, stats),
         "eval": inspection.eval_table("c", result),
         "legend": style.prob_legend(),
     }
 
 
-@pytest.mark.parametrize("width", [60, 200])
-def test_every_view_renders_within_the_terminal_width(lm, completion, width):
+@pytest.mark.parametrize("colours", ["truecolor", "256", "standard"])
+@pytest.mark.parametrize("width", [40, 60, 200])
+def test_every_view_renders_within_the_terminal_width(lm, completion, width, colours):
     for name, renderable in _renderables(lm, completion).items():
         out = io.StringIO()
-        console = Console(file=out, width=width, force_terminal=True, color_system="truecolor")
+        console = Console(file=out, width=width, force_terminal=True, color_system=colours)
         console.print(renderable)
         plain = Console(file=io.StringIO(), width=width)
         plain.print(renderable)
@@ -142,3 +144,14 @@ def test_every_view_renders_within_the_terminal_width(lm, completion, width):
         assert lines, name
         assert max(len(line) for line in lines) <= width, name
         assert "\x1b[" in out.getvalue(), name  # colour when allowed
+
+
+@pytest.mark.parametrize("colours", ["truecolor", "256", "standard"])
+def test_neighbouring_tokens_never_share_a_background(colours):
+    """In a 256- or 8-colour terminal, colours are rounded to the nearest the terminal has:
+    the token backgrounds are chosen from those, so neighbours stay apart."""
+    console = Console(file=io.StringIO(), force_terminal=True, color_system=colours, width=200)
+    console.print(inspection.TokenBoundaries([f"t{i}" for i in range(8)]))
+    codes = re.findall(r"\x1b\[([0-9;]+)mt\d", console.file.getvalue())
+    assert len(codes) == 8
+    assert all(a != b for a, b in zip(codes, codes[1:], strict=False))

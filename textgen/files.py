@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import errno
+import functools
 import json
 import math
 import os
@@ -45,6 +46,7 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
         raise WriteError(f"{path.parent}: cannot write there ({reason})", reason) from None
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # as any new file: mkstemp made it private
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -54,6 +56,13 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
             reason = why_not(exc, path.parent)
             raise WriteError(f"could not write {path} ({reason})", reason) from None
         raise
+
+
+@functools.cache
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
 
 
 def _disk_full(folder: Path, exc: BaseException) -> bool:

@@ -95,6 +95,7 @@ class TrainResult:
     stopped_by: int | None  # the signal that stopped the run early (Ctrl-C: SIGINT), if any
     kept_step: int  # the step whose weights model.safetensors holds
     kept_eval: EvalResult | None  # and their evaluation
+    first_word: str | None = None  # of the corpus: a prompt to try
 
     @property
     def interrupted(self) -> bool:

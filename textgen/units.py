@@ -10,6 +10,23 @@ import re
 
 from textgen.errors import SettingError
 
+
+def count(n: float) -> str:
+    """A count as people read it at a glance, in the units `parse_count` reads (k = 1,000):
+    1234 -> '1.2k', 2_500_000 -> '2.5M', 999 -> '999'."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.1f}{unit}"
+    return f"{n:.0f}"
+
+
+def plural(n: int, word: str) -> str:
+    """1 word, 2 words, 1,000 words; 2 processes."""
+    if n == 1:
+        return f"{n:,} {word}"
+    return f"{n:,} {word}" + ("es" if word.endswith(("s", "sh", "ch", "x")) else "s")
+
+
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
 _SIZE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
 
@@ -31,7 +48,8 @@ def parse_duration(text: str) -> float:
 
 
 def parse_count(text: str) -> int:
-    """'4k' -> 4000, '2M' -> 2000000, '512' -> 512."""
+    """'4k' -> 4000, '2M' -> 2000000, '512' -> 512: k, M and G are powers of ten, as for
+    every count textgen reads and writes."""
     match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmg]?)", text.strip().lower())
     if not match:
         raise SettingError(f"cannot read {text!r} as a count; try 512, 4k or 2M")

@@ -16,10 +16,12 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import typer
+import typer.core
 
+from textgen import __version__
 from textgen.cli import generate, inspect, models, train
 from textgen.cli.options import console
 from textgen.errors import Interrupted, TextgenError
@@ -30,11 +32,29 @@ from textgen.ui.console import error, notice
 # usage errors through the one typer exports.
 UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
+
+def _plain_argument_types() -> None:
+    """typer writes an argument's type after its name even when a metavar names it
+    (`[CORPUS]... <list[str]>`): with a metavar, show the metavar alone."""
+    argument = getattr(typer.core, "TyperArgument", None)
+    shown = getattr(argument, "display_type_rich", None)
+    if shown is None or getattr(shown, "plain", False):
+        return
+
+    def display_type_rich(self, ctx):  # noqa: ANN001, ANN202 - typer's own signature
+        return None if self.metavar else shown(self, ctx)
+
+    display_type_rich.plain = True  # type: ignore[attr-defined]
+    argument.display_type_rich = display_type_rich
+
+
+_plain_argument_types()
+
 app = typer.Typer(
     name="textgen",
     help="Train a small transformer on your own text and watch it write.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -61,15 +81,40 @@ def _command(command: Callable[..., None]) -> Callable[..., None]:
     return run
 
 
-app.command()(_command(train.train))
-tokenizer_app.command("train")(_command(train.tokenizer_train))
-app.command()(_command(generate.generate))
-app.command()(_command(inspect.tokenize))
-app.command()(_command(inspect.score))
-app.command()(_command(inspect.attention))
-app.command("eval")(_command(inspect.evaluate))
-app.command()(_command(models.info))
-app.command()(_command(models.models))
+# (command, name, the line `textgen --help` shows for it)
+COMMANDS = [
+    (train.train, "train", "Train a tokenizer and a transformer on your text."),
+    (generate.generate, "generate", "Continue a prompt, streaming the text to stdout."),
+    (inspect.tokenize, "tokenize", "Show how the tokenizer splits a text into tokens."),
+    (inspect.score, "score", "How surprised the model is by each token of a text."),
+    (inspect.attention, "attention", "Draw where each token of a text attends."),
+    (inspect.evaluate, "eval", "Loss, bits per byte and perplexity on any text."),
+    (models.info, "info", "A model's shape, tokenizer, training and loss curve."),
+    (models.models, "models", "List the models, and say where they live."),
+]
+for function, name, summary in COMMANDS:
+    app.command(name, short_help=summary)(_command(function))
+tokenizer_app.command("train", short_help="Train only a tokenizer, into a model folder.")(
+    _command(train.tokenizer_train)
+)
+
+
+def _show_version(shown: bool) -> None:
+    if shown:
+        print(f"textgen {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Show the version and exit.", is_eager=True, callback=_show_version
+        ),
+    ] = False,
+) -> None:
+    """Train a small transformer on your own text and watch it write."""
 
 
 def main(argv: list[str] | None = None) -> None:

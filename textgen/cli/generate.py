@@ -21,11 +21,15 @@ from textgen.ui import jsonout
 from textgen.ui.console import notice
 from textgen.ui.generation import GenerateView, prompt_notice
 
+MAX_SHOW_TOP = 20  # candidates a step: more would not fit a screen, nor tell more
+
 
 def generate(
     prompt: Annotated[
         str | None,
-        typer.Argument(help="Text to continue; - or a pipe reads stdin.", show_default=False),
+        typer.Argument(
+            help="Text to continue; - or a pipe reads stdin.", show_default=False, metavar="PROMPT"
+        ),
     ] = None,
     model: ModelOption = "default",
     temperature: Annotated[
@@ -48,16 +52,22 @@ def generate(
     seed: Annotated[int | None, typer.Option(help="Same seed, same text.")] = None,
     stop: Annotated[
         list[str] | None,
-        typer.Option(help="Stop before this string (repeatable); \\n and \\t are understood."),
+        typer.Option(
+            help="Stop before this string (repeatable); \\n and \\t are understood.",
+            metavar="TEXT",
+        ),
     ] = None,
     num_samples: Annotated[int, typer.Option(help="Independent samples, drawn as one batch.")] = 1,
     show_top: Annotated[
         int,
         typer.Option(
-            help="Show the K most likely tokens of each step: live in a terminal, "
-            "and as a table after the text."
+            help=f"Show the K (up to {MAX_SHOW_TOP}) most likely tokens of each step: live in "
+            "a terminal, and after the text for the steps the model found least likely."
         ),
     ] = 0,
+    all_steps: Annotated[
+        bool, typer.Option("--all-steps", help="With --show-top: list every step after the text.")
+    ] = False,
     color_probs: Annotated[
         bool,
         typer.Option(
@@ -92,8 +102,11 @@ def generate(
         stop=tuple(unescape(s) for s in stop or ()),
         num_samples=num_samples,
     )
-    if show_top < 0:
-        raise SettingError("--show-top must be 0 (off) or more")
+    if not 0 <= show_top <= MAX_SHOW_TOP:
+        raise SettingError(
+            f"--show-top must be 0 (off) to {MAX_SHOW_TOP}; `textgen score --json` gives "
+            "every token's probability"
+        )
     if dtype not in DTYPES:
         raise SettingError(f"--dtype: use one of {', '.join(DTYPES)}")
     text = read_text_argument(prompt)
@@ -114,7 +127,10 @@ def generate(
         for i in range(settings.num_samples):
             jsonout.write(jsonout.generation(generated, i, str(lm.folder), lm.tokenizer.token_text))
         return
-    with GenerateView(console, text, settings, show_top, lm.tokenizer.render, color_probs) as view:
+    view = GenerateView(
+        console, text, settings, show_top, lm.tokenizer.render, color_probs, all_steps
+    )
+    with view:
         for record in completion:
             view.add(record)
         view.finish(completion.result())

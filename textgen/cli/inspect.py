@@ -30,7 +30,8 @@ from textgen.ui.console import make_console, notice
 
 def tokenize(
     text: Annotated[
-        str | None, typer.Argument(help="Text to tokenize; - or a pipe reads stdin.")
+        str | None,
+        typer.Argument(help="Text to tokenize; - or a pipe reads stdin.", metavar="TEXT"),
     ] = None,
     model: ModelOption = "default",
     ids: Annotated[bool, typer.Option("--ids", help="Print only the token ids.")] = False,
@@ -65,7 +66,7 @@ def tokenize(
 
 def score(
     text: Annotated[
-        str | None, typer.Argument(help="Text to score; - or a pipe reads stdin.")
+        str | None, typer.Argument(help="Text to score; - or a pipe reads stdin.", metavar="TEXT")
     ] = None,
     model: ModelOption = "default",
     json_output: JsonOption = False,
@@ -102,7 +103,9 @@ def score(
 
 
 def attention(
-    prompt: Annotated[str | None, typer.Argument(help="Text to look at; - reads stdin.")] = None,
+    prompt: Annotated[
+        str | None, typer.Argument(help="Text to look at; - reads stdin.", metavar="PROMPT")
+    ] = None,
     model: ModelOption = "default",
     layer: Annotated[int, typer.Option(help="Layer, from 0; negative counts from the end.")] = -1,
     head: Annotated[str, typer.Option(help="Head number, from 0, or 'all' for a grid.")] = "all",

@@ -1,16 +1,19 @@
 """`textgen info` (one model) and `textgen models` (the models folder). Neither loads
-weights: both read config.json, metrics.jsonl and the safetensors header alone."""
+weights: both read config.json, metrics.jsonl and the safetensors header alone. What was
+asked for goes to stdout: a panel or a table in a terminal, plain text in a pipe, JSON
+with --json."""
 
 from __future__ import annotations
 
-from textgen.cli.options import ModelOption, console, resolve
-from textgen.errors import TextgenError
+import sys
+
+from textgen.cli.options import JsonOption, ModelOption, console, resolve
+from textgen.ui import jsonout
 from textgen.ui import models as screens
-from textgen.ui.console import notice
-from textgen.ui.style import count
+from textgen.ui.console import make_console, notice
 
 
-def info(model: ModelOption = "default") -> None:
+def info(model: ModelOption = "default", json_output: JsonOption = False) -> None:
     """Architecture, parameter count, tokenizer and training summary of a model."""
     from textgen.model import folder as model_folder
 
@@ -18,36 +21,31 @@ def info(model: ModelOption = "default") -> None:
     meta = model_folder.read_config(folder)
     parameters = model_folder.count_parameters(folder)
     metrics = model_folder.read_metrics(folder)
-    console.print(screens.info_panel(model, meta, parameters, metrics))
+    if json_output:
+        jsonout.write(jsonout.model_info(str(folder), meta, parameters, metrics))
+        return
+    rows = screens.info_rows(meta, parameters, metrics)
+    if sys.stdout.isatty():
+        make_console(stderr=False).print(screens.info_panel(model, rows, metrics))
+    else:
+        sys.stdout.write(screens.info_text(model, rows))
 
 
-def models() -> None:
-    """List the models under models/ (or $TEXTGEN_HOME)."""
+def models(json_output: JsonOption = False) -> None:
+    """List the models under models/ (or $TEXTGEN_HOME), and say where that is."""
     from textgen.model import folder as model_folder
 
     home = model_folder.models_home()
-    rows = []
-    for folder in sorted(p for p in home.glob("*") if (p / model_folder.CONFIG).exists()):
-        try:
-            meta = model_folder.read_config(folder)
-            params = count(model_folder.count_parameters(folder))
-        except TextgenError as exc:
-            notice(console, str(exc), warning=True)
-            continue
-        m, training = meta["model"], meta.get("training", {})
-        bpb = training.get("val_bits_per_byte")
-        rows.append(
-            {
-                "name": folder.name,
-                "parameters": params,
-                "shape": f"{m['n_layer']}×{m['n_embd']}",
-                "vocab": m["vocab_size"],
-                "context": m["context_window"],
-                "steps": f"{training.get('steps', 0):,}",
-                "bpb": f"{bpb:.3f}" if bpb is not None else "-",
-            }
-        )
-    if not rows:
-        notice(console, f"no models in {home}/ yet: try `textgen train --model NAME`")
-        return
-    console.print(screens.models_table(rows))
+    summaries, problems = model_folder.survey(home)
+    for problem in problems:
+        notice(console, problem, warning=True)
+    notice(console, model_folder.where_models_live())
+    if json_output:
+        for summary in summaries:
+            jsonout.write(summary)
+    elif not summaries:
+        notice(console, "no models there yet: try `textgen train --model NAME`")
+    elif sys.stdout.isatty():
+        make_console(stderr=False).print(screens.models_table(summaries))
+    else:
+        sys.stdout.write(screens.models_text(summaries))

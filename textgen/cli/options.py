@@ -36,12 +36,14 @@ CorpusArgument = Annotated[
         help="Text files, folders, glob patterns, or - for stdin. "
         "None: the built-in corpus (Python's documentation).",
         show_default=False,
-        metavar="[CORPUS]...",
+        metavar="CORPUS",
     ),
 ]
 VocabSizeOption = Annotated[
     str | None,
-    typer.Option(help="Tokenizer vocabulary, e.g. 2048 or 4k. Default: sized to the corpus."),
+    typer.Option(
+        help="Tokenizer vocabulary, e.g. 2048 or 4k (k = 1,000). Default: sized to the corpus."
+    ),
 ]
 
 

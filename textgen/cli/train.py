@@ -27,7 +27,7 @@ from textgen.units import parse_duration
 
 
 def _default(name: str) -> str:
-    """A TrainConfig default, as --help shows it."""
+    """A TrainConfig default, for --help: read from the dataclass, so it cannot drift."""
     return str(TrainConfig.__dataclass_fields__[name].default)
 
 
@@ -70,7 +70,7 @@ def train(
     batch_size: Annotated[
         int | None,
         typer.Option(
-            help="Sequences per step, over all processes.", show_default=_default("batch_size")
+            help=f"Sequences per step, over all processes.  [default: {_default('batch_size')}]"
         ),
     ] = None,
     micro_batch_size: Annotated[
@@ -82,12 +82,12 @@ def train(
     ] = None,
     lr: Annotated[
         float | None,
-        typer.Option(help="Peak learning rate.", show_default=_default("learning_rate")),
+        typer.Option(help=f"Peak learning rate.  [default: {_default('learning_rate')}]"),
     ] = None,
     eval_interval: Annotated[
         int | None,
         typer.Option(
-            help="Steps between validation passes.", show_default=_default("eval_interval")
+            help=f"Steps between validation passes.  [default: {_default('eval_interval')}]"
         ),
     ] = None,
     save_every: Annotated[
@@ -100,12 +100,12 @@ def train(
     val_fraction: Annotated[
         float | None,
         typer.Option(
-            help="Share of the corpus held out, at most 262k tokens.",
-            show_default=_default("val_fraction"),
+            help="Share of the corpus held out, at most 262k tokens."
+            f"  [default: {_default('val_fraction')}]",
         ),
     ] = None,
     seed: Annotated[
-        int | None, typer.Option(help="Random seed.", show_default=_default("seed"))
+        int | None, typer.Option(help=f"Random seed.  [default: {_default('seed')}]")
     ] = None,
     device: Annotated[
         str | None, typer.Option(help="auto (cuda, then mps, then cpu), cpu, cuda or mps.")

@@ -46,6 +46,14 @@ def models_home() -> Path:
     return Path(os.environ.get("TEXTGEN_HOME", "models"))
 
 
+def where_models_live() -> str:
+    """Where `--model NAME` looks, and how to look elsewhere, for messages."""
+    return (
+        f"models are looked for in {models_home().resolve()}; set TEXTGEN_HOME to look "
+        "elsewhere, or give a folder's path (--model ./my-model)"
+    )
+
+
 def resolve(name: str) -> Path:
     """'tiny' -> models/tiny; './m', '/data/m' or '~/m' -> that folder."""
     if not name or not name.strip():
@@ -114,6 +122,35 @@ def save_tokenizer_only(folder: Path, tokenizer: Tokenizer, corpus: str, fingerp
     write_json(folder / CONFIG, {"format_version": FORMAT_VERSION, "tokenizer": summary})
 
 
+def survey(home: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """The models in `home`, each summed up from its config and its weights' header (no
+    weights are read), and what is wrong with the folders that hold none."""
+    summaries, problems = [], []
+    for folder in sorted(p for p in home.glob("*") if (p / CONFIG).exists()):
+        try:
+            meta = read_config(folder)
+            parameters = count_parameters(folder)
+        except TextgenError as exc:
+            problems.append(str(exc))
+            continue
+        model, training = meta["model_config"], meta["training"]
+        summaries.append(
+            {
+                "name": folder.name,
+                "path": str(folder.resolve()),
+                "parameters": parameters,
+                "n_layer": model.n_layer,
+                "n_embd": model.n_embd,
+                "n_head": model.n_head,
+                "vocab_size": model.vocab_size,
+                "context_window": model.context_window,
+                "steps": training.get("steps", 0),
+                "val_bits_per_byte": training.get("val_bits_per_byte"),
+            }
+        )
+    return summaries, problems
+
+
 def tokenizer_record(folder: Path) -> dict[str, Any]:
     """What config.json says of the folder's tokenizer ({} where it says nothing)."""
     try:
@@ -127,7 +164,7 @@ def read_json_config(folder: Path) -> dict[str, Any]:
     """config.json as a JSON object of this format version (a model's, or a tokenizer's)."""
     path = folder / CONFIG
     if not folder.exists():
-        raise TextgenError(f"{folder}: no such model folder (see `textgen models`)")
+        raise TextgenError(f"{folder}: no such model folder ({where_models_live()})")
     if not folder.is_dir():
         raise TextgenError(f"{folder}: a file, not a model folder")
     if not path.exists():
@@ -141,9 +178,13 @@ def read_json_config(folder: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise TextgenError(f"{path}: expected a JSON object")
     version = data.get("format_version")
-    if version != FORMAT_VERSION or isinstance(version, bool):
+    if not isinstance(version, int) or isinstance(version, bool):
         raise TextgenError(
-            f"{path}: format version {version!r}, but this textgen reads version {FORMAT_VERSION}"
+            f"{path}: format_version should be the number {FORMAT_VERSION}, not {version!r}"
+        )
+    if version != FORMAT_VERSION:
+        raise TextgenError(
+            f"{path}: format version {version}, but this textgen reads version {FORMAT_VERSION}"
         )
     return data
 

@@ -15,6 +15,7 @@ import codecs
 import glob
 import hashlib
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -97,6 +98,15 @@ class Corpus:
                     file_digest.update(data)
             digest.update(file_digest.digest())
         return digest.hexdigest()
+
+    def first_word(self) -> str | None:
+        """The corpus's first word (a prompt that suits it, in its own language and script),
+        at most 20 characters of it."""
+        for chunk in self.texts():
+            found = re.search(r"\S+", chunk)
+            if found:
+                return found.group()[:20]
+        return None
 
     def report_warnings(self, report: Callback) -> None:
         """Each warning met while reading (skipped files, bad UTF-8), once, as a Notice."""

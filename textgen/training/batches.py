@@ -9,10 +9,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from textgen.errors import TextgenError
+from textgen.errors import SettingError, TextgenError
 from textgen.settings import TrainConfig
 from textgen.text.corpus import Corpus
 from textgen.text.tokens import TokenFile
+from textgen.units import plural
 
 # The held-out share of the corpus is capped: the final validation pass reads all of it, and
 # past a quarter-million tokens more text changes the figure in its third decimal only.
@@ -88,15 +89,16 @@ def micro_batches(config: TrainConfig, processes: int) -> tuple[int, int]:
     """(sequences per forward pass, forward passes per step) in each process."""
     per_process, rest = divmod(config.batch_size, processes)
     if rest:
-        raise TextgenError(
-            f"--batch-size {config.batch_size} does not split evenly over {processes} "
-            f"processes; use a multiple of {processes}"
+        raise SettingError(
+            f"--batch-size {config.batch_size} does not split evenly over "
+            f"{plural(processes, 'process')}; "
+            f"use a multiple of {processes}"
         )
     micro = config.micro_batch_size or per_process
     if per_process % micro:
-        raise TextgenError(
-            f"--micro-batch-size {micro} does not divide the {per_process} sequences each "
-            f"process takes per step (--batch-size {config.batch_size} over {processes} "
-            "processes); use a divisor of it"
+        each = "each process takes" if processes > 1 else "a step takes"
+        raise SettingError(
+            f"--micro-batch-size {micro} does not divide the {per_process} sequences {each} "
+            f"(--batch-size {config.batch_size}); use a divisor of {per_process}"
         )
     return micro, per_process // micro

@@ -291,4 +291,4 @@ def _run(
                 f"{folder / model_folder.TRAIN_STATE}: incomplete training state ({exc}); "
                 "train again with --overwrite"
             ) from None
-    return trainer.run(checkpoints)
+    return replace(trainer.run(checkpoints), first_word=corpus.first_word())

@@ -29,6 +29,7 @@ from textgen.model.transformer import Transformer
 from textgen.settings import ModelConfig, TrainConfig
 from textgen.training.optim import make_optimizer
 from textgen.training.recipe import depth_shape
+from textgen.units import count
 
 TOKENS_PER_PARAMETER = 2.0
 PARAMETERS_PER_TOKEN = 4.0
@@ -100,8 +101,8 @@ class Sizing:
         speed = f" at {self.tokens_per_second:,.0f} tokens/s" if self.tokens_per_second else ""
         return (
             f"size auto: {self.depth} layers × {depth_shape(self.depth)['n_embd']} wide "
-            f"({self.parameters / 1e6:.2f} M parameters) for {self.planned_tokens / 1e6:.1f} M "
-            f"tokens of training{speed}, on {self.corpus_tokens:,} tokens of text"
+            f"({count(self.parameters)} parameters) for {count(self.planned_tokens)} tokens of "
+            f"training{speed}, on {self.corpus_tokens:,} tokens of text"
         )
 
 

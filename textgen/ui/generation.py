@@ -57,7 +57,9 @@ class GenerateView:
         show_top: int,
         render_token: RenderToken,
         colour_probs: bool,
+        all_steps: bool = False,
     ) -> None:
+        self.all_steps = all_steps
         self.err, self.prompt, self.settings = console, prompt, settings
         self.show_top, self.render_token = show_top, render_token
         self.out = make_console(stderr=False)
@@ -172,7 +174,7 @@ class GenerateView:
             if not self.interactive:
                 self.err.line()  # stderr and stdout may share a log file: start a fresh line
             records = [r for r in samples[0].tokens if r.token_id is not None]
-            self.err.print(top_table(records, self.render_token, self.show_top))
+            self.err.print(top_table(records, self.render_token, self.show_top, self.all_steps))
         if self.interactive:
             reasons = {"length": "max tokens", "stop": "stop string", "end_of_text": "end of text"}
             ended = ", ".join(sorted({reasons[s.finish_reason] for s in samples}))
@@ -228,17 +230,34 @@ def live_generation(
     return Group(*parts)
 
 
-def top_table(records: Sequence[TokenRecord], render_token: RenderToken, k: int) -> Table:
-    """One row per generated token: the chosen token, its probability in the distribution
-    sampled from and under the model (T=1), then the model's k most likely candidates,
-    each as a bar, a percentage and the token. Candidates wrap in narrow terminals."""
-    table = Table(box=box.SIMPLE_HEAD, title="top candidates per step", title_justify="left")
+SUMMARY_STEPS = 10  # the steps the table after the text shows, unless asked for all
+
+
+def top_table(
+    records: Sequence[TokenRecord], render_token: RenderToken, k: int, all_steps: bool = False
+) -> Table:
+    """The steps of a generation with the model's k most likely candidates at each: the
+    chosen token, its probability in the distribution sampled from and under the model
+    (T=1), then the candidates, each as a bar, a percentage and the token.
+
+    A long generation is summed up by its `SUMMARY_STEPS` least likely choices (where
+    sampling surprised the model most, in text order) unless `all_steps`; the caption
+    says how the rest went."""
+    numbered = list(enumerate(records, 1))
+    shown = numbered
+    if not all_steps and len(numbered) > SUMMARY_STEPS:
+        surprises = sorted(numbered, key=lambda pair: pair[1].logprob)[:SUMMARY_STEPS]
+        shown = sorted(surprises, key=lambda pair: pair[0])
+    title = "top candidates per step"
+    if len(shown) < len(numbered):
+        title = f"the {len(shown)} least likely of {len(numbered)} steps (--all-steps: every one)"
+    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left")
     table.add_column("#", justify="right", style="dim", no_wrap=True)
     table.add_column("chosen", no_wrap=True, max_width=14)
     table.add_column("p", justify="right", no_wrap=True)
     table.add_column("T=1", justify="right", no_wrap=True)
     table.add_column(f"model's top {k} (T=1)", ratio=1)
-    for n, record in enumerate(records, 1):
+    for n, record in shown:
         items = []
         for c in record.candidates[:k]:
             prob = math.exp(c.logprob)
@@ -255,7 +274,21 @@ def top_table(records: Sequence[TokenRecord], render_token: RenderToken, k: int)
             Text(percent(model_p), style=prob_style(model_p)),
             Columns(items, padding=(0, 2)),  # wraps whole candidates, never inside one
         )
+    table.caption = _choices_line(records)
+    table.caption_justify = "left"
     return table
+
+
+def _choices_line(records: Sequence[TokenRecord]) -> str:
+    """How sampling went over all the steps, in one line."""
+    if not records:
+        return ""
+    top = sum(1 for r in records if r.candidates and r.candidates[0].token_id == r.token_id)
+    mean = sum(math.exp(r.logprob) for r in records) / len(records)
+    return (
+        f"the model's own first choice at {top} of {len(records)} steps; the tokens chosen "
+        f"had {mean:.0%} probability on average"
+    )
 
 
 def prompt_notice(prompt: str, prompt_tokens: int | None, kept_tokens: int) -> str | None:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.columns import Columns
-from rich.console import Console, Group
+from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.markup import escape
 from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -21,24 +21,49 @@ from rich.text import Text
 from textgen.records import EvalResult
 from textgen.ui.console import live_ok, progress_bar
 from textgen.ui.style import clip, coloured, shade, surprisal_legend
+from textgen.units import plural
 
-_TOKEN_STYLES = ("on #264653", "on #2a6f5f", "on #5c4d7d", "on #7a4e3b")
+# Backgrounds that tell neighbouring tokens apart, picked from the colours each kind of
+# terminal has: colours of the 256-colour palette (exact there and in truecolor), and the
+# eight standard ones, where any other colour would be rounded onto one of them.
+_TOKEN_STYLES = {
+    "palette": (
+        "white on color(24)",
+        "white on color(29)",
+        "white on color(90)",
+        "white on color(94)",
+    ),
+    "standard": ("white on blue", "white on magenta", "black on cyan", "white on red"),
+}
 
 
 def compression_line(stats: dict[str, Any]) -> str:
     return (
-        f"{stats['tokens']} tokens, {stats['bytes']} bytes, {stats['words']} words · "
+        f"{plural(stats['tokens'], 'token')}, {plural(stats['bytes'], 'byte')}, "
+        f"{plural(stats['words'], 'word')} · "
         f"{stats['bytes_per_token']:.2f} bytes/token · {stats['tokens_per_word']:.2f} tokens/word"
     )
 
 
+class TokenBoundaries:
+    """Text with each token on a background of its own, in the colours the terminal has."""
+
+    def __init__(self, rendered: Sequence[str]) -> None:
+        self.rendered = rendered
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        standard = console.color_system in ("standard", "windows")
+        styles = _TOKEN_STYLES["standard" if standard else "palette"]
+        text = Text()
+        for i, piece in enumerate(self.rendered):
+            text.append(piece, style=styles[i % len(styles)])
+        yield text
+
+
 def tokens_view(rendered: Sequence[str], stats: dict[str, Any]) -> Table:
     """The text with each token on its own background, then the compression figures."""
-    text = Text()
-    for i, piece in enumerate(rendered):
-        text.append(piece, style=_TOKEN_STYLES[i % len(_TOKEN_STYLES)])
     grid = Table.grid()
-    grid.add_row(text)
+    grid.add_row(TokenBoundaries(rendered))
     grid.add_row(Text(compression_line(stats), style="dim"))
     return grid
 
@@ -92,7 +117,7 @@ def surprisal_view(pieces: Sequence[tuple[str, float]], result: EvalResult) -> G
 
 def score_line(result: EvalResult) -> str:
     return (
-        f"{result.tokens} tokens, {result.bytes} bytes · "
+        f"{plural(result.tokens, 'token')}, {plural(result.bytes, 'byte')} · "
         f"{result.bits_per_byte:.3f} bits/byte · perplexity {result.perplexity:.2f} · "
         f"mean surprisal {result.loss / math.log(2):.2f} bits/token"
     )
@@ -105,7 +130,7 @@ def attention_heatmap(
     root, so small weights stay visible). Future keys are masked: blank."""
     n = len(labels)
     table = Table(box=None, padding=0, show_header=True)
-    table.add_column("query", no_wrap=True, justify="right", max_width=18)
+    table.add_column("query ╲ key", no_wrap=True, justify="right", max_width=18)
     for j in range(n):
         table.add_column(f"{(first_index + j) % 100:>2}", no_wrap=True, width=2)
     for i in range(n):

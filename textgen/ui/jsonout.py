@@ -112,3 +112,18 @@ def attention(
 
 def evaluation(model: str, corpus: str, result: EvalResult) -> dict[str, Any]:
     return {"model": model, "corpus": corpus, **figures(result)}
+
+
+def model_info(
+    path: str, meta: dict[str, Any], parameters: int, metrics: Sequence[dict[str, Any]]
+) -> dict[str, Any]:
+    """`info --json`: the model's settings as config.json holds them, its parameter count,
+    and its evaluations in step order."""
+    return {
+        "path": path,
+        "parameters": parameters,
+        "model": meta["model"],
+        "tokenizer": meta.get("tokenizer", {}),
+        "training": meta.get("training", {}),
+        "metrics": list(metrics),
+    }

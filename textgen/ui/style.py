@@ -15,14 +15,6 @@ from rich.text import Text
 _BLOCKS = " ▏▎▍▌▋▊▉█"
 
 
-def count(n: float) -> str:
-    """1234 -> '1.2k', 2_500_000 -> '2.5M'."""
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.1f}{unit}"
-    return f"{n:.0f}"
-
-
 def bar(fraction: float, width: int = 10) -> str:
     """A horizontal bar of `width` cells, in eighths of a cell."""
     eighths = round(max(0.0, min(1.0, fraction)) * width * 8)

@@ -7,14 +7,16 @@ Draws the plain records a run reports (`textgen.records`); imports no torch.
 from __future__ import annotations
 
 import contextlib
+import shlex
 import signal
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from rich import box
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -22,8 +24,9 @@ from rich.text import Text
 
 from textgen.records import EvalReport, Notice, RunStarted, StepReport, TrainResult, Working
 from textgen.ui.console import live_ok, no_control_echo, notice, progress_bar
-from textgen.ui.style import count
-from textgen.units import format_duration
+from textgen.units import count, format_duration
+
+ETA_AFTER_SECONDS = 3
 
 
 class TrainView:
@@ -119,24 +122,34 @@ class TrainView:
         if parts:
             notice(self.console, "; ".join(parts))
         if self.live:
-            self.progress = progress_bar(
-                self.console,
-                TextColumn("step [bold]{task.fields[step]}[/]"),
-                BarColumn(bar_width=None),
-                TextColumn("{task.percentage:>3.0f}%"),
-                TextColumn("loss [cyan]{task.fields[loss]}[/]"),
-                TextColumn("{task.fields[speed]} tok/s{task.fields[mfu]}"),
-                TimeElapsedColumn(),
-                TextColumn("ETA {task.fields[eta]}"),
-            )
+            self.progress = progress_bar(self.console, *self._columns())
             self.progress.start()
             self.task = self.progress.add_task(
                 "train", total=1.0, step=event.start_step, loss="-", speed="-", eta="-", mfu=""
             )
 
+    def _columns(self) -> list[TextColumn | BarColumn | TimeElapsedColumn]:
+        """The progress line's columns, as many as the terminal's width holds."""
+        width = self.console.width
+        columns = [
+            TextColumn("step [bold]{task.fields[step]}[/]"),
+            BarColumn(bar_width=None if width >= 60 else max(4, width - 24)),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TextColumn("loss [cyan]{task.fields[loss]}[/]"),
+        ]
+        if width < 60:  # narrow: what the run has done, not how fast
+            return columns if width >= 36 else columns[:1] + columns[2:3]
+        return columns + [
+            TextColumn("{task.fields[speed]} tok/s{task.fields[mfu]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA {task.fields[eta]}"),
+        ]
+
     def _step(self, event: StepReport) -> None:
         done = event.fraction_done
-        eta = format_duration(event.elapsed * (1 - done) / done) if done > 0 else "-"
+        # an estimate needs a little history: the first steps pay for warming up
+        settled = done >= 0.01 and event.elapsed >= ETA_AFTER_SECONDS
+        eta = format_duration(event.elapsed * (1 - done) / done) if settled else "-"
         mfu = f" · MFU {event.mfu:.0%}" if event.mfu is not None else ""
         if self.progress is not None:
             self.progress.update(
@@ -160,7 +173,11 @@ class TrainView:
     def _eval(self, event: EvalReport) -> None:
         r = event.result
         label = "final" if event.final else "eval"
-        kept = "  [yellow]★ best so far, saved[/]" if event.kept and not event.final else ""
+        kept = ""
+        if event.kept:
+            kept = (
+                "  [yellow]★ best, saved[/]" if event.final else "  [yellow]★ best so far, saved[/]"
+            )
         self.console.print(
             f"[bold]{label}[/] step {event.step:,} │ train loss {event.train_loss:.3f} │ "
             f"val loss [cyan]{r.loss:.3f}[/] │ [bold green]{r.bits_per_byte:.3f}[/] bits/byte │ "
@@ -196,49 +213,73 @@ class TrainView:
             why = "interrupted" if result.stopped_by == signal.SIGINT else "stopped"
             title = f"{why}: checkpoint saved"
         self.console.print(Panel(table, title=title, expand=False, box=box.ROUNDED))
-        curve = loss_curve(metrics)
-        if curve is not None:
-            self.console.print(curve)
+        if LossCurve.drawable(metrics):
+            self.console.print(LossCurve(metrics))
         if result.interrupted:
             notice(self.console, f"to go on from here: {resume_command}")
         else:
-            notice(self.console, f'try: textgen generate "The" --model {model_name}')
+            prompt = shlex.quote(result.first_word or "The")
+            notice(
+                self.console, f"try: textgen generate {prompt} --model {shlex.quote(model_name)}"
+            )
 
 
-def loss_curve(metrics: Sequence[dict[str, Any]], width: int = 60, height: int = 10) -> Text | None:
-    """Train and validation loss against steps, drawn in characters. None with < 2 points."""
-    points = [m for m in metrics if m.get("val_loss") is not None]
-    if len(points) < 2:
-        return None
-    series = {
-        "train": (
-            [m["step"] for m in points if m.get("train_loss") is not None],
-            [m["train_loss"] for m in points if m.get("train_loss") is not None],
-        ),
-        "val": ([m["step"] for m in points], [m["val_loss"] for m in points]),
-    }
-    values = series["train"][1] + series["val"][1]
-    low, high = min(values), max(values)
-    span = (high - low) or 1.0
-    first, last = points[0]["step"], points[-1]["step"]
-    steps = (last - first) or 1
-    grid = [[" "] * width for _ in range(height)]
-    styles = [[""] * width for _ in range(height)]
-    for name, mark, style in (("train", "•", "cyan"), ("val", "◆", "magenta")):
-        xs, ys = series[name]
-        for x, y in zip(xs, ys, strict=True):
-            col = round((x - first) / steps * (width - 1))
-            row = height - 1 - round((y - low) / span * (height - 1))
-            grid[row][col], styles[row][col] = mark, style
-    text = Text()
-    for r in range(height):
-        label = f"{high:6.2f} ┤" if r == 0 else f"{low:6.2f} ┤" if r == height - 1 else "       │"
-        text.append(label, style="dim")
-        for c in range(width):
-            text.append(grid[r][c], style=styles[r][c])
-        text.append("\n")
-    text.append("       └" + "─" * width + "\n", style="dim")
-    text.append(f"        step {first:,}".ljust(width - 4) + f"{last:,}\n", style="dim")
-    text.append("        • train loss  ", style="cyan")
-    text.append("◆ validation loss", style="magenta")
-    return text
+class LossCurve:
+    """Training and validation loss against steps, drawn in characters, as wide as the
+    space it is given (at most `MAX_WIDTH` columns of plot): a narrow terminal gets a
+    narrower curve, not a broken one."""
+
+    MAX_WIDTH, LABEL = 60, 8  # the plot's columns, and the axis labels' before it
+
+    def __init__(self, metrics: Sequence[dict[str, Any]], height: int = 10) -> None:
+        self.points = [m for m in metrics if m.get("val_loss") is not None]
+        self.height = height
+
+    @classmethod
+    def drawable(cls, metrics: Sequence[dict[str, Any]]) -> bool:
+        """Whether there is a curve to draw: two evaluations at least."""
+        return len(cls(metrics).points) >= 2
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement(self.LABEL + 12, self.LABEL + self.MAX_WIDTH + 1)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self.draw(max(10, min(self.MAX_WIDTH, options.max_width - self.LABEL - 1)))
+
+    def draw(self, width: int) -> Text:
+        points, height = self.points, self.height
+        series = {
+            "train": [
+                (m["step"], m["train_loss"]) for m in points if m.get("train_loss") is not None
+            ],
+            "val": [(m["step"], m["val_loss"]) for m in points],
+        }
+        values = [y for pairs in series.values() for _, y in pairs]
+        low, high = min(values), max(values)
+        span = (high - low) or 1.0
+        first, last = points[0]["step"], points[-1]["step"]
+        steps = (last - first) or 1
+        grid = [[" "] * width for _ in range(height)]
+        styles = [[""] * width for _ in range(height)]
+        for name, mark, style in (("train", "•", "cyan"), ("val", "◆", "magenta")):
+            for x, y in series[name]:
+                col = round((x - first) / steps * (width - 1))
+                row = height - 1 - round((y - low) / span * (height - 1))
+                grid[row][col], styles[row][col] = mark, style
+        text = Text()
+        for r in range(height):
+            label = (
+                f"{high:6.2f} ┤" if r == 0 else f"{low:6.2f} ┤" if r == height - 1 else "       │"
+            )
+            text.append(label, style="dim")
+            for c in range(width):
+                text.append(grid[r][c], style=styles[r][c])
+            text.append("\n")
+        text.append("       └" + "─" * width + "\n", style="dim")
+        ends = f"{first:,}", f"{last:,}"
+        text.append(
+            " " * self.LABEL + ends[0].ljust(width - len(ends[1])) + ends[1] + "\n", style="dim"
+        )
+        text.append(" " * self.LABEL + "• train  ", style="cyan")
+        text.append("◆ validation loss, by step", style="magenta")
+        return text
