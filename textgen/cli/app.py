@@ -22,7 +22,7 @@ import typer
 import typer.core
 
 from textgen import __version__
-from textgen.cli import generate, inspect, models, train
+from textgen.cli import export, generate, inspect, models, train
 from textgen.cli.options import console
 from textgen.errors import Interrupted, TextgenError
 from textgen.records import World
@@ -91,6 +91,7 @@ COMMANDS = [
     (inspect.evaluate, "eval", "Loss, bits per byte and perplexity on any text."),
     (models.info, "info", "A model's shape, tokenizer, training and loss curve."),
     (models.models, "models", "List the models, and say where they live."),
+    (export.export, "export", "Write a model for transformers, llama.cpp or ollama."),
 ]
 for function, name, summary in COMMANDS:
     app.command(name, short_help=summary)(_command(function))
@@ -129,6 +130,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.stdout.flush()
     except BrokenPipeError:
         _quiet_broken_pipe()
+    tokenizer = sys.modules.get("textgen.text.tokenizer")
+    if tokenizer is not None and tokenizer.trainer_abandoned():
+        # Ctrl-C stopped tokenizer training, whose thread cannot be stopped inside Rust:
+        # leave now (everything of ours is cleaned up), before the interpreter shuts down
+        # under it, which would abort the process.
+        sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)
 
 

@@ -14,6 +14,7 @@ prompt, so the model knows where a text begins.
 
 from __future__ import annotations
 
+import atexit
 import codecs
 import hashlib
 import re
@@ -41,6 +42,33 @@ _SURROGATES = re.compile("[\ud800-\udfff]")
 
 LONGEST_PRETOKEN = 256  # bytes: longer pre-tokens are cut while learning merges
 PROGRESS_SECONDS = 0.25
+STOP_SECONDS = 5  # at most, for the trainer to stop reading (it takes a chunk's time)
+
+
+class _Stopped(Exception):
+    """Raised in the trainer's reading: training was stopped."""
+
+
+# Trainer threads, and whether one was left behind by an interruption. The interpreter must
+# not shut down under a trainer: its threads (Rust's too) would be cancelled inside Rust's
+# frames, which aborts the process.
+_TRAINERS: set[threading.Thread] = set()
+_ABANDONED = threading.Event()
+
+
+def trainer_abandoned() -> bool:
+    """Whether tokenizer training was interrupted in this process: its threads may still
+    be in Rust, so a process about to exit should leave at once (`os._exit`) rather than
+    shut the interpreter down."""
+    return _ABANDONED.is_set()
+
+
+@atexit.register
+def _wait_for_trainers() -> None:
+    """A library caller's process, exiting: let the trainer finish rather than abort."""
+    for thread in list(_TRAINERS):
+        if thread.is_alive():
+            thread.join()
 
 
 def _byte_level() -> pre_tokenizers.PreTokenizer:
@@ -131,19 +159,36 @@ class Tokenizer:
         total = corpus.total_bytes
         if total > SAMPLE_BYTES:
             report(Notice(f"the tokenizer learns from an even sample of {SAMPLE_BYTES >> 20} MB"))
-        read = [0]
-        texts = corpus.texts(SAMPLE_BYTES, lambda done: read.__setitem__(0, done))
+        read, stop = [0], threading.Event()
+
+        def texts() -> Iterator[str]:
+            for chunk in corpus.texts(SAMPLE_BYTES, lambda done: read.__setitem__(0, done)):
+                if stop.is_set():  # asked to stop: end the trainer's reading, from its thread
+                    raise _Stopped
+                yield chunk
+
         outcome: list = []
         worker = threading.Thread(
-            target=lambda: outcome.append(_call(cls.train, texts, vocab_size)), daemon=True
+            target=lambda: outcome.append(_call(cls.train, texts(), vocab_size)), daemon=True
         )
         worker.start()
-        while worker.is_alive():
-            worker.join(PROGRESS_SECONDS)
-            if read[0] < total:
-                report(Working("training the tokenizer: reading", read[0], total))
-            else:
-                report(Working("training the tokenizer: learning merges", 0, 0))
+        _TRAINERS.add(worker)
+        try:
+            while worker.is_alive():
+                worker.join(PROGRESS_SECONDS)
+                if read[0] < total:
+                    report(Working("training the tokenizer: reading", read[0], total))
+                else:
+                    report(Working("training the tokenizer: learning merges", 0, 0))
+        except BaseException:
+            # The trainer must not be reading when the interpreter goes: a call from Rust
+            # into a Python that is shutting down aborts the process. While it learns the
+            # merges it calls nothing, and ends with the process.
+            stop.set()
+            _ABANDONED.set()
+            worker.join(STOP_SECONDS if read[0] < total else 0)
+            raise
+        _TRAINERS.discard(worker)
         tokenizer = outcome[0]
         if isinstance(tokenizer, BaseException):
             raise tokenizer
