@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench llama verify-gguf clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,14 @@ lint: setup
 	$(BIN)/ruff check textgen tests benchmarks
 	$(BIN)/ruff format --check textgen tests benchmarks
 	$(BIN)/lint-imports
+
+# llama-cpp-python compiles llama.cpp from source (a few minutes on 2 cores, once):
+# the tests that run GGUF exports in llama.cpp itself need it.
+llama: setup
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[llama]'
+
+verify-gguf: llama
+	$(BIN)/python -m pytest -q tests/test_export.py
 
 bench: setup
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[bench]'

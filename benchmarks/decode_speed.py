@@ -1,4 +1,5 @@
-"""Decoding speed at batch 1: full recompute vs KV cache (vs compiled) vs Hugging Face.
+"""Decoding speed at batch 1: full recompute vs KV cache vs Hugging Face, and the same
+exported model decoded by textgen, transformers and llama.cpp.
 
     python benchmarks/decode_speed.py            # both sizes, 256 new tokens
     python benchmarks/decode_speed.py --tokens 512 --repeats 5
@@ -117,6 +118,102 @@ def decode_table(tokens: int, repeats: int) -> None:
             )
 
 
+EXPORT_SIZES = {  # the default recipe's size on the built-in corpus (depth 3), and ~10 M
+    "default (3x96)": dict(n_layer=3, n_embd=96, n_head=3),
+    "~10M (6x384)": dict(n_layer=6, n_embd=384, n_head=6),
+}
+
+
+def exported_runners(
+    model: Transformer, tokenizer: Tokenizer, folder: Path, prompt: list[int], n: int
+) -> dict:
+    """The same model, exported, as each tool decodes it: greedy, batch 1, n tokens."""
+    from textgen.model.export import export
+
+    lm = model_folder.LoadedModel(folder, model, tokenizer, {})
+    runners = {"textgen": partial(kv_cache, model, prompt, n)}
+    try:
+        from transformers import AutoModelForCausalLM
+    except ImportError:
+        AutoModelForCausalLM = None  # noqa: N806
+    if AutoModelForCausalLM is not None:
+        export(lm, folder / "hf", "hf")
+        hf = AutoModelForCausalLM.from_pretrained(folder / "hf").eval()
+        ids = torch.tensor([prompt])
+
+        @torch.inference_mode()
+        def transformers_run() -> None:
+            hf.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=n,
+                min_new_tokens=n,
+                do_sample=False,
+            )
+
+        runners["transformers"] = transformers_run
+    try:
+        import llama_cpp
+    except ImportError:
+        return runners
+    export(lm, folder / "m.gguf", "gguf")
+    for threads in sorted({1, torch.get_num_threads()}):
+        llm = llama_cpp.Llama(
+            str(folder / "m.gguf"), n_ctx=WINDOW, n_threads=threads, verbose=False, n_batch=512
+        )
+
+        def llama_run(llm=llm) -> None:
+            llm.reset()
+            for count, _ in enumerate(llm.generate(prompt, temp=0.0, top_k=1, reset=True), 1):
+                if count == n:
+                    break
+
+        runners[f"llama.cpp {threads}t"] = llama_run
+    return runners
+
+
+def export_table(tokens: int, repeats: int) -> None:
+    """The same exported model decoded by textgen, transformers and llama.cpp (f32)."""
+    threads = torch.get_num_threads()
+    print(
+        f"\nthe same model, exported: tokens/s at batch 1, greedy, {tokens} new tokens after "
+        f"{PROMPT}; float32; best of {repeats} (textgen and transformers at 1 and {threads} "
+        "threads, llama.cpp at its n_threads)"
+    )
+    print(
+        f"{'model':<17}{'params':>7}  {'tool':<18}{'1 thread':>10}{'all':>10}{'vs llama.cpp':>14}"
+    )
+    from pydoc_data.topics import topics
+
+    tokenizer = Tokenizer.train(list(topics.values()), VOCAB)
+    for name, shape in EXPORT_SIZES.items():
+        torch.manual_seed(0)
+        config = ModelConfig(vocab_size=tokenizer.vocab_size, context_window=WINDOW, **shape)
+        model = Transformer(config).eval()
+        prompt = torch.randint(1, VOCAB, (PROMPT,)).tolist()
+        with tempfile.TemporaryDirectory() as tmp:
+            runners = exported_runners(model, tokenizer, Path(tmp), prompt, tokens)
+            rates = {}
+            for tool, run in runners.items():
+                if tool.startswith("llama.cpp"):
+                    rates[tool] = (best_rate(run, tokens, repeats),) * 2
+                    continue
+                torch.set_num_threads(1)
+                one = best_rate(run, tokens, repeats)
+                torch.set_num_threads(threads)
+                rates[tool] = (one, best_rate(run, tokens, repeats))
+        llama = [max(r) for tool, r in rates.items() if tool.startswith("llama.cpp")]
+        reference = max(llama) if llama else float("nan")  # llama.cpp at its best
+        params = model.num_parameters() / 1e6
+        for tool, (one, every) in rates.items():
+            if tool.startswith("llama.cpp"):
+                shown = f"{one:>10.0f}{'':>10}" if tool.endswith(" 1t") else f"{'':>10}{one:>10.0f}"
+            else:
+                shown = f"{one:>10.0f}{every:>10.0f}"
+            ratio = max(one, every) / reference
+            print(f"{name:<17}{params:>6.1f}M  {tool:<18}{shown}{ratio:>13.2f}x")
+
+
 PHASES = r"""
 import sys, time, json
 t0 = time.perf_counter()
@@ -217,6 +314,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     decode_table(args.tokens, args.repeats)
+    export_table(args.tokens, args.repeats)
     if not args.skip_startup:
         startup_table(args.repeats)
 

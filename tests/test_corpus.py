@@ -266,6 +266,6 @@ def test_ctrl_c_stops_tokenizer_training_at_once(tmp_path):
             break
     process.send_signal(signal.SIGINT)
     err = process.communicate(timeout=60)[1]  # a bound for a hang, not a speed check
-    assert process.returncode == 130
+    assert process.returncode == 130, err
     assert err.strip().splitlines()[-1] == "warning: interrupted"
     assert not (tmp_path / "m").exists()

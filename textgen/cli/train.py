@@ -47,7 +47,10 @@ def train(
     ] = None,
     width: Annotated[int | None, typer.Option(help="Override the preset's width.")] = None,
     heads: Annotated[int | None, typer.Option(help="Override the preset's heads.")] = None,
-    context: Annotated[int, typer.Option(help="Context window, in tokens.")] = 128,
+    context: Annotated[
+        int | None,
+        typer.Option(help="Context window, in tokens.  [default: 128, or BASE's with --from]"),
+    ] = None,
     dropout: Annotated[
         float | None,
         typer.Option(help="Dropout while training. Default: 0.2 for corpora under 50 MB, else 0."),
@@ -121,6 +124,16 @@ def train(
         bool,
         typer.Option(help="Replace the model in the folder (at the new model's first checkpoint)."),
     ] = False,
+    base: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            metavar="BASE",
+            help="Fine-tune: start from this trained model's weights and tokenizer (BASE is "
+            "left as it is), with a fresh optimizer and schedule.",
+            show_default=False,
+        ),
+    ] = None,
     keep_tokenizer: Annotated[
         bool,
         typer.Option(
@@ -143,10 +156,26 @@ def train(
     """
     if resume and overwrite:
         raise SettingError("--resume cannot be combined with --overwrite")
-    architecture: dict[str, Any] = {
-        "context_window": context,
-        **model_shape(size, layers, width, heads),
-    }
+    if base is not None and resume:
+        raise SettingError("--from starts a new model; --resume continues one: use one of them")
+    shape = model_shape(size, layers, width, heads)
+    if base is not None:  # the model's shape and tokenizer are BASE's
+        given_shape = {
+            "--size": size != "auto",
+            "--layers": layers,
+            "--width": width,
+            "--heads": heads,
+            "--context": context,
+            "--vocab-size": vocab_size,
+        }
+        clash = [name for name, value in given_shape.items() if value not in (None, False)]
+        if clash:
+            raise SettingError(
+                f"{clash[0]}: a model fine-tuned --from BASE keeps BASE's shape and tokenizer"
+            )
+    architecture: dict[str, Any] = {**shape}
+    if context is not None:
+        architecture["context_window"] = context
     if dropout is not None:
         architecture["dropout"] = dropout
     check_architecture(architecture)  # before any work
@@ -199,6 +228,7 @@ def train(
                     overwrite,
                     view,
                     keep_tokenizer,
+                    resolve(base) if base else None,
                 )
     finally:
         distributed.shutdown()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from textgen.errors import SettingError, TextgenError
 from textgen.files import FolderLock, remove_temporaries
 from textgen.model import folder as model_folder
 from textgen.model.device import choose_device, prepare_device
+from textgen.model.folder import LoadedModel
 from textgen.model.transformer import Transformer
 from textgen.model.writer import FolderContents, Staging
 from textgen.records import Callback, Notice, TrainResult, World
@@ -51,8 +52,10 @@ def train(
     overwrite: bool = False,
     callback: Callback = _quiet,
     keep_tokenizer: bool = False,
+    base: Path | None = None,
 ) -> TrainResult:
-    """Train a new model in `folder` on `corpus`.
+    """Train a new model in `folder` on `corpus`; with `base`, fine-tune that trained model
+    (its weights, tokenizer and shape; a fresh optimizer and schedule; `base` untouched).
 
     `architecture` holds ModelConfig fields except the vocabulary size, which comes from
     the tokenizer (the folder's, if it was trained on this corpus or `keep_tokenizer`
@@ -63,6 +66,9 @@ def train(
     checkpoint (`textgen.model.writer`).
     """
     device, world, callback = _start(config, callback)
+    start = _base(base, folder, architecture) if base is not None else None
+    if start is not None:
+        architecture = {**start.architecture, **architecture}
     architecture, config = recipe.for_corpus(architecture, config, corpus.total_bytes)
     staging = Staging(folder)
     with _writing(folder, world):
@@ -71,9 +77,13 @@ def train(
             contents = FolderContents.of(folder)
             contents.check(folder, overwrite)
             place = staging.create()
-            tokenizer = choose_tokenizer(
-                folder, contents, corpus, vocab_size, overwrite, keep_tokenizer, callback
-            )
+            if start is not None:
+                tokenizer = start.lm.tokenizer
+                callback(Notice(f"fine-tuning {base}: its weights, tokenizer and shape"))
+            else:
+                tokenizer = choose_tokenizer(
+                    folder, contents, corpus, vocab_size, overwrite, keep_tokenizer, callback
+                )
             model_folder.save_tokenizer(place, tokenizer)
             return encode(corpus, tokenizer, callback), place
 
@@ -82,12 +92,43 @@ def train(
             tokenizer = model_folder.load_tokenizer(place)
             context = architecture.get("context_window", ModelConfig.context_window)
             data = split(token_file, config, context, corpus)
-            model = _new_model(architecture, tokenizer, config, data, device, world, callback)
+            if start is not None:
+                model = start.model(architecture, device)
+            else:
+                model = _new_model(architecture, tokenizer, config, data, device, world, callback)
             return _run(
                 place, model, tokenizer, config, token_file, data, corpus, callback, staging=staging
             )
         finally:
             staging.discard()  # a run that never checkpointed leaves the folder as it was
+
+
+@dataclass
+class _Base:
+    """A trained model a new one starts from (`train --from`)."""
+
+    lm: LoadedModel
+    architecture: dict[str, Any]  # its shape, less what the new corpus decides (dropout)
+
+    def model(self, architecture: dict[str, Any], device: torch.device) -> Transformer:
+        """BASE's weights in a model of BASE's shape, with the new run's dropout."""
+        config = ModelConfig(vocab_size=self.lm.tokenizer.vocab_size, **architecture)
+        model = Transformer(config, init_weights=False)
+        model.load_state_dict(self.lm.model.state_dict())
+        return model.to(device)
+
+
+def _base(base: Path, folder: Path, architecture: dict[str, Any]) -> _Base:
+    if base.resolve() == folder.resolve():
+        raise SettingError("--from: fine-tune into another folder than BASE (BASE stays as it is)")
+    lm = model_folder.load(base)
+    shape = {
+        k: v for k, v in lm.model_config.to_dict().items() if k not in ("vocab_size", "dropout")
+    }
+    changed = [k for k, v in architecture.items() if k in shape and shape[k] != v]
+    if changed:
+        raise SettingError(f"{changed[0]}: a model fine-tuned --from {base} keeps its {changed[0]}")
+    return _Base(lm, shape)
 
 
 def _new_model(

@@ -1,0 +1,103 @@
+"""A model as one GGUF file, for llama.cpp and what is built on it (ollama, LM Studio,
+llama-cpp-python), written with llama.cpp's own writer (the `gguf` package).
+
+The architecture is llama.cpp's `arcee` (RMSNorm, rotary positions, a non-gated
+squared-ReLU MLP). llama.cpp's usual rotary mode turns neighbouring pairs of channels,
+as textgen does, so the weights go in as they are, the fused query/key/value matrix
+split in three. The tokenizer goes in as GPT-2's byte-level BPE (tokens, merges, the
+GPT-2 pre-tokenizer), with `<|endoftext|>` added before each text, as textgen does.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from textgen.errors import TextgenError
+from textgen.model.export import ARCEE, tensor
+from textgen.model.export.hf import RMS_EPS
+from textgen.model.folder import LoadedModel
+from textgen.model.transformer import Transformer
+from textgen.text.tokenizer import Tokenizer
+
+
+def _writer_module():  # noqa: ANN202
+    try:
+        import gguf
+    except ImportError:
+        raise TextgenError(
+            "the gguf package writes GGUF files and is not installed: pip install 'textgen[export]'"
+        ) from None
+    return gguf
+
+
+def write(lm: LoadedModel, path: Path, dtype: torch.dtype) -> None:
+    gguf = _writer_module()
+    model, config = lm.model, lm.model_config
+    writer = gguf.GGUFWriter(str(path), arch=ARCEE.name)
+    writer.add_name(lm.folder.name)
+    writer.add_context_length(config.context_window)
+    writer.add_embedding_length(config.n_embd)
+    writer.add_block_count(config.n_layer)
+    writer.add_feed_forward_length(config.mlp_ratio * config.n_embd)
+    writer.add_head_count(config.n_head)
+    writer.add_head_count_kv(config.n_head)
+    writer.add_rope_dimension_count(config.head_dim)
+    writer.add_rope_freq_base(config.rope_base)
+    writer.add_layer_norm_rms_eps(RMS_EPS)
+    writer.add_vocab_size(config.vocab_size)
+    f16 = dtype == torch.float16
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if f16 else gguf.LlamaFileType.ALL_F32)
+    _add_tokenizer(writer, lm.tokenizer, gguf)
+    for name, weight in _weights(model).items():
+        vector = weight.dim() == 1  # norm gains stay in float32, as llama.cpp keeps them
+        writer.add_tensor(name, tensor(weight, torch.float32 if vector else dtype).numpy())
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def _weights(model: Transformer) -> dict[str, torch.Tensor]:
+    """llama.cpp's tensor names for textgen's weights (as (out, in) matrices)."""
+    c = model.config
+    weights = {"token_embd.weight": model.embed.weight, "output_norm.weight": model.norm_out.weight}
+    if not c.tie_embeddings:
+        weights["output.weight"] = model.unembed.weight
+    for i, block in enumerate(model.blocks):
+        q, k, v = block.attn.qkv.weight.split(c.n_embd)
+        weights |= {
+            f"blk.{i}.attn_norm.weight": block.norm_attn.weight,
+            f"blk.{i}.attn_q.weight": q,
+            f"blk.{i}.attn_k.weight": k,
+            f"blk.{i}.attn_v.weight": v,
+            f"blk.{i}.attn_output.weight": block.attn.proj.weight,
+            f"blk.{i}.ffn_norm.weight": block.norm_mlp.weight,
+            f"blk.{i}.ffn_up.weight": block.mlp.up.weight,
+            f"blk.{i}.ffn_down.weight": block.mlp.down.weight,
+        }
+    return weights
+
+
+def _add_tokenizer(writer, tokenizer: Tokenizer, gguf) -> None:  # noqa: ANN001
+    data = json.loads(tokenizer.to_json())
+    vocab: dict[str, int] = {**data["model"]["vocab"]}
+    for added in data.get("added_tokens", []):
+        vocab[added["content"]] = added["id"]
+    tokens = [""] * tokenizer.vocab_size
+    for token, token_id in vocab.items():
+        tokens[token_id] = token
+    types = [gguf.TokenType.NORMAL] * tokenizer.vocab_size
+    types[tokenizer.eot_id] = gguf.TokenType.CONTROL
+    merges = [m if isinstance(m, str) else " ".join(m) for m in data["model"]["merges"]]
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("gpt-2")  # the GPT-2 split textgen's byte-level BPE uses
+    writer.add_token_list(tokens)
+    writer.add_token_types([int(t) for t in types])
+    writer.add_token_merges(merges)
+    writer.add_bos_token_id(tokenizer.eot_id)
+    writer.add_eos_token_id(tokenizer.eot_id)
+    writer.add_add_bos_token(True)  # `<|endoftext|>` starts a text
+    writer.add_add_eos_token(False)
