@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from textgen.model.cache import KVCache, RowCache
 from textgen.model.kernels import dropout, squared_relu
-from textgen.model.transformer import KVCache, Transformer
+from textgen.model.transformer import Transformer
 from textgen.settings import ModelConfig
 
 VARIANTS = [
@@ -124,3 +125,42 @@ def test_dropout_is_the_identity_in_evaluation_and_repeats_under_a_seed():
     assert not torch.equal(dropout(x, 0.2, training=True), first)
     odd = torch.ones(3, 5, 7)  # not a multiple of 4 elements: torch's own dropout
     assert 0 < (dropout(odd, 0.5, training=True) == 0).sum() < odd.numel()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_rows_at_their_own_positions_decode_as_each_sequence_alone(variant):
+    """A row cache holds sequences of different lengths, one new token each per step:
+    each row gets the logits its sequence gets decoded on its own."""
+    model = small_model(**variant)
+    torch.manual_seed(1)
+    sequences = [torch.randint(0, 300, (n,)) for n in (3, 9, 5, 12)]
+    rows = RowCache(model.config, 4, torch.device("cpu"), torch.float32)
+    with torch.no_grad():
+        for row, seq in enumerate(sequences):  # each prompt read on its own, into its row
+            single = KVCache(model.config, 1, torch.device("cpu"), torch.float32)
+            model(seq[None, :-1], cache=single)
+            rows.store_row(row, single)
+        last = torch.stack([seq[-1] for seq in sequences])[:, None]  # (4, 1)
+        batched = model(last, cache=rows)[0][:, -1]
+        for row, seq in enumerate(sequences):
+            alone = model(seq[None])[0][0, -1]
+            torch.testing.assert_close(batched[row], alone, atol=1e-5, rtol=1e-4)
+    assert rows.lengths.tolist() == [len(seq) for seq in sequences]
+
+
+def test_what_a_row_gets_never_depends_on_the_other_rows():
+    model = small_model()
+    torch.manual_seed(2)
+
+    def step(others: int) -> torch.Tensor:
+        rows = RowCache(model.config, 4, torch.device("cpu"), torch.float32)
+        with torch.no_grad():
+            for row in range(4):
+                seq = torch.arange(6) + 7 if row == 0 else torch.randint(0, 300, (others + row,))
+                single = KVCache(model.config, 1, torch.device("cpu"), torch.float32)
+                model(seq[None], cache=single)
+                rows.store_row(row, single)
+            tokens = torch.tensor([[5], *([[others]] * 3)])
+            return model(tokens, cache=rows)[0][0, -1]
+
+    assert torch.equal(step(2), step(9))  # bitwise: the batch's company changes nothing

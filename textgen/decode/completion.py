@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import replace
 
-from textgen.decode.loop import generate, new_seed, truncate_to_window
+from textgen.decode.loop import Step, generate, new_seed, truncate_to_window
 from textgen.model.folder import LoadedModel
 from textgen.records import Candidate, Generation, Sample, TokenRecord
 from textgen.settings import SampleConfig
@@ -98,49 +98,87 @@ class Completion:
 
     def __iter__(self) -> Iterator[TokenRecord]:
         tokenizer = self.lm.tokenizer
-        n = self.settings.num_samples
-        decoders = [StreamDecoder(tokenizer.token_bytes) for _ in range(n)]
-        stops = [StopMatcher(self.settings.stop) for _ in range(n)]
-        done = [False] * n
+        texts = [
+            SampleText(tokenizer, self.settings.stop, i, sample)
+            for i, sample in enumerate(self.samples)
+        ]
         steps = generate(
             self.lm.model, self.prompt_ids, self.settings, self.show_top, tokenizer.eot_id
         )
         for step in steps:
-            ids = step.token_ids.tolist()
-            probs, logprobs = step.probs.tolist(), step.logprobs.tolist()
-            top = None
-            if step.top_ids is not None:
-                top = (step.top_ids.tolist(), step.top_logprobs.tolist(), step.top_probs.tolist())
-            for i, sample in enumerate(self.samples):
-                if done[i]:
-                    continue
-                sample.generated_tokens += 1
-                if ids[i] == tokenizer.eot_id:
-                    piece = stops[i].feed(decoders[i].flush()) + stops[i].flush()
-                    done[i], sample.finish_reason = True, "end_of_text"
-                else:
-                    piece = stops[i].feed(decoders[i].feed(ids[i]))
-                    if stops[i].stopped:
-                        done[i], sample.finish_reason = True, "stop"
-                candidates = (
-                    [Candidate(*c) for c in zip(top[0][i], top[1][i], top[2][i], strict=True)]
-                    if top
-                    else []
-                )
-                yield self._add(
-                    sample, TokenRecord(i, ids[i], piece, probs[i], logprobs[i], candidates)
-                )
-            if all(done):
+            for text, choice in zip(texts, step_choices(step), strict=True):
+                if not text.done:
+                    yield text.add(*choice)
+            if all(text.done for text in texts):
                 steps.close()
                 break
-        for i, sample in enumerate(self.samples):
-            if not done[i]:
-                tail = stops[i].feed(decoders[i].flush()) + stops[i].flush()
-                if tail:
-                    yield self._add(sample, TokenRecord(i, None, tail, 1.0, 0.0))
+        for text in texts:
+            tail = text.finish()
+            if tail is not None:
+                yield tail
 
-    @staticmethod
-    def _add(sample: Sample, record: TokenRecord) -> TokenRecord:
-        sample.text += record.text
-        sample.tokens.append(record)
+
+def step_choices(step: Step) -> list[tuple[int, float, float, list[Candidate]]]:
+    """A decoding step as plain numbers, one (token, prob, logprob, candidates) per row."""
+    ids = step.token_ids.tolist()
+    probs, logprobs = step.probs.tolist(), step.logprobs.tolist()
+    top = None
+    if step.top_ids is not None:
+        top = (step.top_ids.tolist(), step.top_logprobs.tolist(), step.top_probs.tolist())
+    return [
+        (
+            ids[i],
+            probs[i],
+            logprobs[i],
+            [Candidate(*c) for c in zip(top[0][i], top[1][i], top[2][i], strict=True)]
+            if top
+            else [],
+        )
+        for i in range(len(ids))
+    ]
+
+
+class SampleText:
+    """One sample's tokens turned into text as they come: a character split over tokens
+    held back until it is whole, the text cut before a stop string, and the sample ended
+    by the end-of-text token. Fills a `Sample` record."""
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        stops: tuple[str, ...],
+        index: int = 0,
+        sample: Sample | None = None,
+    ) -> None:
+        self.decoder = StreamDecoder(tokenizer.token_bytes)
+        self.stops = StopMatcher(stops)
+        self.eot_id, self.index = tokenizer.eot_id, index
+        self.sample = sample if sample is not None else Sample()
+        self.done = False
+
+    def add(
+        self, token_id: int, prob: float, logprob: float, candidates: list[Candidate]
+    ) -> TokenRecord:
+        """The next token: the record of what it added to the text."""
+        self.sample.generated_tokens += 1
+        if token_id == self.eot_id:
+            piece = self.stops.feed(self.decoder.flush()) + self.stops.flush()
+            self.done, self.sample.finish_reason = True, "end_of_text"
+        else:
+            piece = self.stops.feed(self.decoder.feed(token_id))
+            if self.stops.stopped:
+                self.done, self.sample.finish_reason = True, "stop"
+        return self._record(TokenRecord(self.index, token_id, piece, prob, logprob, candidates))
+
+    def finish(self) -> TokenRecord | None:
+        """The sample ends (no more tokens): the text held back, if any."""
+        if self.done:
+            return None
+        self.done = True
+        tail = self.stops.feed(self.decoder.flush()) + self.stops.flush()
+        return self._record(TokenRecord(self.index, None, tail, 1.0, 0.0)) if tail else None
+
+    def _record(self, record: TokenRecord) -> TokenRecord:
+        self.sample.text += record.text
+        self.sample.tokens.append(record)
         return record

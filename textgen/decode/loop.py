@@ -24,12 +24,14 @@ import torch
 
 from textgen.decode.sampling import (
     MIN_TEMPERATURE,
+    Generators,
     apply_repetition_penalty,
     logits_to_probs,
     sample,
     top_candidates,
 )
-from textgen.model.transformer import KVCache, Transformer
+from textgen.model.cache import KVCache
+from textgen.model.transformer import Transformer
 from textgen.settings import SampleConfig
 
 
@@ -85,10 +87,11 @@ def choose(
     logits: torch.Tensor,
     context: torch.Tensor,
     settings: SampleConfig,
-    generator: torch.Generator,
+    generator: Generators,
     show_top: int = 0,
 ) -> Step:
-    """The next token of each sample from its logits (B, V), and how likely it was."""
+    """The next token of each sample from its logits (B, V), and how likely it was
+    (`generator`: one for all rows, or one a row; see `sampling.sample`)."""
     model_logprobs = logits.float().log_softmax(-1)  # (B, V), temperature 1
     greedy = settings.temperature < MIN_TEMPERATURE and settings.repetition_penalty == 1.0
     if greedy and not show_top:  # the argmax needs no distribution

@@ -76,12 +76,21 @@ def greedy_probs(logits: torch.Tensor) -> torch.Tensor:
     return probs.scatter_(-1, logits.argmax(dim=-1, keepdim=True), 1.0)
 
 
-def sample(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+Generators = torch.Generator | list[torch.Generator] | None
+
+
+def sample(probs: torch.Tensor, generator: Generators = None) -> torch.Tensor:
     """One token id per row of `probs` (B, V) -> (B,), by inverting the cumulative
     distribution at a uniform random point (several times faster than torch.multinomial
-    for one draw). `side="right"` never lands on a token of probability zero."""
+    for one draw). `side="right"` never lands on a token of probability zero.
+
+    `generator` draws the points of all rows, or a list of them one row's point each (rows
+    that are separate requests: each row then draws what it would draw alone)."""
     cumulative = probs.cumsum(dim=-1)  # (B, V)
-    point = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device)
+    if isinstance(generator, list):
+        point = torch.cat([torch.rand(1, 1, generator=g, device=probs.device) for g in generator])
+    else:
+        point = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device)
     ids = torch.searchsorted(cumulative, point * cumulative[:, -1:], side="right")
     return ids.clamp_(max=probs.shape[-1] - 1).squeeze(-1)
 

@@ -10,7 +10,8 @@ import math
 
 import torch
 
-from textgen.model.transformer import CausalSelfAttention, Transformer, causal_mask
+from textgen.model.cache import causal_mask
+from textgen.model.transformer import CausalSelfAttention, Transformer
 
 
 def attention_weights(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:

@@ -23,24 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from textgen.model.cache import KVCache, RowCache
 from textgen.model.kernels import dropout, squared_relu
 from textgen.settings import ModelConfig
-
-
-class KVCache:
-    """Keys and values of the tokens seen so far, preallocated for the context window."""
-
-    def __init__(
-        self, config: ModelConfig, batch_size: int, device: torch.device, dtype: torch.dtype
-    ) -> None:
-        shape = (config.n_layer, batch_size, config.n_head, config.context_window, config.head_dim)
-        self.keys = torch.zeros(shape, device=device, dtype=dtype)
-        self.values = torch.zeros(shape, device=device, dtype=dtype)
-        self.length = 0  # positions filled; advanced by the model after the last layer
-
-    @property
-    def capacity(self) -> int:
-        return self.keys.shape[3]
 
 
 def rotary_tables(
@@ -65,12 +50,6 @@ def apply_rotary(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
         return turned.flatten(-2).type_as(x)
     pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))  # (B, H, T, D/2)
     return torch.view_as_real(pairs * rotation).flatten(-2).type_as(x)
-
-
-def causal_mask(length: int, start: int, device: torch.device) -> torch.Tensor:
-    """Which keys each of `length` queries may see, after `start` cached positions:
-    (length, start + length), query i sees keys 0 .. start + i."""
-    return torch.ones(length, start + length, dtype=torch.bool, device=device).tril(start)
 
 
 def make_norm(config: ModelConfig) -> nn.Module:
@@ -111,28 +90,16 @@ class CausalSelfAttention(nn.Module):
         self,
         x: torch.Tensor,
         rotary: torch.Tensor | None,
-        cache: KVCache | None,
+        cache: KVCache | RowCache | None,
     ) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.queries_keys_values(x, rotary)
-
-        start = 0
-        if cache is not None:
-            start = cache.length
-            cache.keys[self.layer_index, :, :, start : start + T] = k
-            cache.values[self.layer_index, :, :, start : start + T] = v
-            k = cache.keys[self.layer_index, :, :, : start + T]  # (B, H, start+T, D)
-            v = cache.values[self.layer_index, :, :, : start + T]
-
-        if start == 0:
-            # No dropout on the attention weights: it forces SDPA's slow path on CPU;
-            # dropout acts on the embeddings and the residual branches instead.
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        elif T == 1:
-            y = F.scaled_dot_product_attention(q, k, v)  # one new token sees everything cached
-        else:
-            # a chunk appended to a cache
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, start, x.device))
+        mask, causal = None, True
+        if cache is not None:  # keys and values of earlier tokens too
+            k, v, mask, causal = cache.attend(self.layer_index, k, v)
+        # No dropout on the attention weights: it forces SDPA's slow path on CPU; dropout
+        # acts on the embeddings and the residual branches instead.
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.proj(y)
 
@@ -215,6 +182,14 @@ class Transformer(nn.Module):
             return torch.stack((cos, sin))  # (2, T, head_dim/2); see apply_rotary
         return torch.complex(cos, sin)  # (T, head_dim/2)
 
+    def rotation_at(self, positions: torch.Tensor) -> torch.Tensor | None:
+        """The rotation of each row's own position, (B, 1) -> (B, 1, 1, head_dim/2), to
+        broadcast over heads (None: learned positions)."""
+        if self.pos_embed is not None:
+            return None
+        angles = torch.complex(self.rope_cos[positions].float(), self.rope_sin[positions].float())
+        return angles[:, None]  # (B, 1, 1, head_dim/2)
+
     def reset_buffers(self) -> None:
         """Compute the buffers derived from the config (the rotary tables), on the CPU in
         float64 (which not every device has); on the meta device, only their shapes."""
@@ -260,7 +235,7 @@ class Transformer(nn.Module):
         self,
         ids: torch.Tensor,
         targets: torch.Tensor | None = None,
-        cache: KVCache | None = None,
+        cache: KVCache | RowCache | None = None,
         last_only: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """ids (B, T) -> logits (B, T, vocab), and the mean cross-entropy if targets given.
@@ -270,31 +245,38 @@ class Transformer(nn.Module):
         matrix of a small model).
         """
         B, T = ids.shape
-        start = cache.length if cache is not None else 0
-        if start + T > self.config.context_window:
+        if isinstance(cache, RowCache):  # each row at a position of its own
+            positions = cache.positions(T)  # (B, 1)
+            end = int(positions.max()) + T
+            x, rotary = self.embed_positions(ids, positions), self.rotation_at(positions)
+        else:
+            start = cache.length if cache is not None else 0
+            end = start + T
+            x, rotary = self.embed_positions(ids, start), self.rotation(start, T)  # (B, T, C)
+        if end > self.config.context_window:
             raise ValueError(
-                f"sequence of {start + T} tokens exceeds the context window "
+                f"sequence of {end} tokens exceeds the context window "
                 f"({self.config.context_window})"
             )
-        x = self.embed_positions(ids, start)  # (B, T, C)
-        rotary = self.rotation(start, T)
         for block in self.blocks:
             x = block(x, rotary, cache)
         if cache is not None:
-            cache.length += T
+            cache.advance(T)
         logits = self.logits(x[:, -1:, :] if last_only else x)  # (B, T, vocab)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
 
-    def embed_positions(self, ids: torch.Tensor, start: int = 0) -> torch.Tensor:
-        """ids (B, T) at positions start.. -> the residual stream's first vectors (B, T, C):
-        each token's embedding, plus its position's with learned positions (rotary
-        positions act inside attention instead)."""
+    def embed_positions(self, ids: torch.Tensor, start: int | torch.Tensor = 0) -> torch.Tensor:
+        """ids (B, T) at positions start.. (or at each row's own positions, (B, T)) -> the
+        residual stream's first vectors (B, T, C): each token's embedding, plus its
+        position's with learned positions (rotary positions act inside attention)."""
         x = dropout(self.embed(ids), self.config.dropout, self.training)
         if self.pos_embed is not None:
-            x = x + self.pos_embed(torch.arange(start, start + ids.shape[1], device=ids.device))
+            if isinstance(start, int):
+                start = torch.arange(start, start + ids.shape[1], device=ids.device)
+            x = x + self.pos_embed(start)
         return x
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
