@@ -22,7 +22,7 @@ import typer
 import typer.core
 
 from textgen import __version__
-from textgen.cli import export, generate, inspect, models, train
+from textgen.cli import export, generate, inspect, models, serve, train
 from textgen.cli.options import console
 from textgen.errors import Interrupted, TextgenError
 from textgen.records import World
@@ -92,6 +92,7 @@ COMMANDS = [
     (models.info, "info", "A model's shape, tokenizer, training and loss curve."),
     (models.models, "models", "List the models, and say where they live."),
     (export.export, "export", "Write a model for transformers, llama.cpp or ollama."),
+    (serve.serve, "serve", "Serve models over the OpenAI API, batching requests."),
 ]
 for function, name, summary in COMMANDS:
     app.command(name, short_help=summary)(_command(function))

@@ -1,0 +1,147 @@
+"""A request under way: its jobs on a model's `BatchEngine`, and their tokens handed from
+the engine's thread to the event loop.
+
+The engine's thread puts each token in its request's inbox; a `Waker` wakes the event
+loop once for all the tokens that came since it last looked. A reader that goes away
+cancels its jobs, which frees their slots at the engine's next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+from fastapi import Request
+
+from textgen.decode.batching import EngineBusy, Job
+from textgen.decode.completion import prompt_window
+from textgen.errors import TextgenError
+from textgen.records import Sample, TokenRecord
+from textgen.serve.registry import Served
+
+Item = tuple[int, TokenRecord | None, Sample]  # (choice index, token, sample so far)
+
+
+class Stopping(TextgenError):
+    """The server stopped while the request was under way (its text is incomplete)."""
+
+
+class Waker:
+    """Wakes the event loop for the runs that have new tokens: once for all the tokens
+    that arrived since it last woke, however many requests they belong to (a step of the
+    engine, not each of its tokens, costs a wake-up)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.lock = threading.Lock()
+        self.pending: set[Run] = set()
+
+    def mark(self, run: Run) -> None:  # the engine's thread
+        with self.lock:
+            first = not self.pending
+            self.pending.add(run)
+        if first:
+            with contextlib.suppress(RuntimeError):  # no loop: the server stopped
+                self.loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        with self.lock:
+            runs, self.pending = self.pending, set()
+        for run in runs:
+            run.ready.set()
+
+
+class Run:
+    """The jobs of one request, and their tokens handed from the engine's thread to the
+    event loop as (choice index, record, sample); a record of None ends a choice. Tokens
+    gather in an inbox until the event loop comes for them (see `Waker`)."""
+
+    def __init__(self, waker: Waker) -> None:
+        self.waker = waker
+        self.inbox: list[Item] = []
+        self.lock = threading.Lock()
+        self.ready = asyncio.Event()
+        self.jobs: list[Job] = []
+
+    def job(self, prompt_ids: list[int], settings, show_top: int) -> Job:  # noqa: ANN001
+        index = len(self.jobs)
+
+        def emit(record: TokenRecord | None, sample: Sample) -> None:  # the engine's thread
+            with self.lock:
+                self.inbox.append((index, record, sample))
+            self.waker.mark(self)
+
+        job = Job(prompt_ids, settings, emit, show_top)
+        self.jobs.append(job)
+        return job
+
+    async def events(self, request: Request) -> AsyncIterator[Item | None]:
+        """The items as they come; None after each batch of them (a moment to write)."""
+        remaining = len(self.jobs)
+        try:
+            while remaining:
+                try:
+                    await asyncio.wait_for(self.ready.wait(), timeout=0.5)
+                except TimeoutError:
+                    if await request.is_disconnected():
+                        return
+                    continue
+                self.ready.clear()
+                with self.lock:
+                    items, self.inbox = self.inbox, []
+                for item in items:
+                    if item[1] is None and item[2].finish_reason == "cancelled":
+                        raise Stopping("the server is stopping; try again when it is back")
+                    remaining -= item[1] is None
+                    yield item
+                yield None
+        finally:
+            self.cancel()  # a reader gone, or done: nothing more to decode
+
+    def cancel(self) -> None:
+        for job in self.jobs:
+            job.cancel()
+
+
+class Prompt:
+    """A prompt as the model reads it: its ids (the end-of-text marker first, at most a
+    context window of them) and its token counts."""
+
+    def __init__(self, served: Served, text: str) -> None:
+        tokenizer, window = served.lm.tokenizer, served.lm.model_config.context_window
+        self.text = text
+        self.ids, counted = prompt_window(tokenizer, text, window)
+        # a very long prompt is tokenized from its end only; usage counts all of it
+        self.tokens = counted if counted is not None else len(tokenizer.encode(text))
+        self.dropped = max(0, self.tokens + 1 - len(self.ids))
+
+
+def submit(served: Served, prompts: list[Prompt], settings, n: int, show_top: int) -> Run:  # noqa: ANN001
+    """One job per prompt and choice; choice c of a seeded request takes seed + c."""
+    run = Run(_waker())
+    for prompt in prompts:
+        for choice in range(n):
+            seed = None if settings.seed is None else settings.seed + choice
+            run.job(prompt.ids, replace(settings, seed=seed), show_top)
+    try:
+        for job in run.jobs:
+            served.engine.submit(job)
+    except EngineBusy:
+        run.cancel()
+        raise
+    return run
+
+
+_wakers: dict[asyncio.AbstractEventLoop, Waker] = {}
+
+
+def _waker() -> Waker:
+    """The running event loop's waker."""
+    loop = asyncio.get_running_loop()
+    if loop not in _wakers:
+        _wakers.clear()  # a loop of an earlier server, stopped
+        _wakers[loop] = Waker(loop)
+    return _wakers[loop]
