@@ -18,7 +18,7 @@ from textgen.model.readout import attention_patterns
 from textgen.records import EvalResult
 from textgen.settings import SampleConfig
 from textgen.training.evaluate import evaluate, score_text, token_byte_lengths
-from textgen.ui import generation, inspection, jsonout, models, style, training
+from textgen.ui import anatomy, generation, inspection, jsonout, models, style, training
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +128,26 @@ def _renderables(lm, completion):
         "tokens": inspection.tokens_view(labels, stats),
         "eval": inspection.eval_table("c", result),
         "legend": style.prob_legend(),
+        **_anatomy_renderables(lm),
+    }
+
+
+def _anatomy_renderables(lm):
+    from textgen.model.embedding import neighbours
+    from textgen.model.heads import measure_heads, sample_windows
+    from textgen.model.readout import logit_lens
+
+    render_token = lm.tokenizer.render
+    ids = lm.tokenizer.encode_document("The old fox chases the red hat by the sea")
+    reading = logit_lens(lm.model, ids, 10, 5)
+    found = neighbours(lm.model, lm.tokenizer, "fox - dog + cat", 8)
+    windows = sample_windows(lm.tokenizer, ["A dog sees the moon. " * 20], 32, 200)
+    stats = measure_heads(lm.model, windows)
+    return {
+        "lens grid": anatomy.lens_grid(reading, render_token),
+        "lens top": anatomy.lens_top(reading, render_token),
+        "neighbours": anatomy.neighbours_view(found, render_token),
+        "heads": anatomy.heads_table(stats, "200 tokens of a test"),
     }
 
 

@@ -177,3 +177,57 @@ class Generation:
     @property
     def seed(self) -> int:
         return self.settings.seed
+
+
+# -- looking inside -----------------------------------------------------------------------------
+
+
+@dataclass
+class Lens:
+    """The logit lens over a text: at each depth of the residual stream (after the
+    embedding, after each block) and each position, the tokens the model would predict if
+    its final norm and unembedding were applied there. The last depth is the model's own
+    prediction."""
+
+    token_ids: list[int]  # the positions read, in order (the end of the text)
+    first_position: int  # the index of token_ids[0] in the text as the model read it
+    dropped_tokens: int | None  # the text's tokens left out for the context window (None: many)
+    depths: list[str]  # "embedding", "layer 0", ... (the last: the model's output)
+    top: list[list[list[Candidate]]]  # [depth][position]: the most likely first
+    next_prob: list[list[float | None]]  # [depth][position]: the text's real next token's
+
+
+@dataclass
+class Neighbour:
+    token_id: int
+    similarity: float  # cosine similarity of embedding vectors, -1..1
+
+
+@dataclass
+class Term:
+    """One word of a `neighbors` query, with its sign in an analogy."""
+
+    sign: int  # +1 or -1
+    text: str
+    token_ids: list[int]  # as the tokenizer reads it (a mean vector when several)
+
+
+@dataclass
+class Neighbours:
+    terms: list[Term]
+    neighbours: list[Neighbour]  # most similar first, the query's own tokens left out
+
+
+@dataclass
+class HeadStats:
+    """What one attention head does over a sample of text, as averages over its queries."""
+
+    layer: int
+    head: int
+    entropy_bits: float  # of each query's attention, in bits
+    spread: float  # entropy over its maximum (uniform over the visible keys = 1)
+    previous: float  # attention on the token just before
+    first: float  # attention on the window's first position
+    same_token: float  # attention on earlier occurrences of the query's own token
+    induction: float  # attention on the tokens that followed those occurrences
+    label: str | None  # "previous-token", "first-token", ... where one clearly fits

@@ -22,7 +22,7 @@ import typer
 import typer.core
 
 from textgen import __version__
-from textgen.cli import export, generate, inspect, models, serve, train
+from textgen.cli import anatomy, export, generate, inspect, models, serve, train
 from textgen.cli.options import console
 from textgen.errors import Interrupted, TextgenError
 from textgen.records import World
@@ -88,6 +88,10 @@ COMMANDS = [
     (inspect.tokenize, "tokenize", "Show how the tokenizer splits a text into tokens."),
     (inspect.score, "score", "How surprised the model is by each token of a text."),
     (inspect.attention, "attention", "Draw where each token of a text attends."),
+    (anatomy.lens, "lens", "The logit lens: what each layer would predict."),
+    (anatomy.neighbors, "neighbors", "The tokens whose embeddings are nearest a word's."),
+    (anatomy.heads, "heads", "What each attention head does over a text."),
+    (anatomy.explore, "explore", "One HTML page to explore a text through the model."),
     (inspect.evaluate, "eval", "Loss, bits per byte and perplexity on any text."),
     (models.info, "info", "A model's shape, tokenizer, training and loss curve."),
     (models.models, "models", "List the models, and say where they live."),

@@ -19,9 +19,13 @@ from textgen.cli.options import (
     DeviceOption,
     JsonOption,
     ModelOption,
+    OverwriteOption,
+    SaveOption,
+    check_picture,
     console,
     read_text_argument,
     resolve,
+    save_picture,
 )
 from textgen.errors import SettingError
 from textgen.ui import inspection, jsonout
@@ -113,6 +117,8 @@ def attention(
         int, typer.Option(help="Show the last N tokens (long prompts are cut, and said so).")
     ] = 24,
     json_output: JsonOption = False,
+    save: SaveOption = None,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Draw where each token attends: the attention pattern of a layer's head(s) for PROMPT,
     queries down and keys across, future positions masked."""
@@ -134,6 +140,7 @@ def attention(
         heads = [int(head)]
     if last < 1:
         raise SettingError("--last must be at least 1")
+    check_picture(save, overwrite)
     layer %= config.n_layer
     ids, _ = truncate_to_window(lm.tokenizer.encode_document(source), config.context_window)
     patterns = attention_patterns(lm.model, torch.tensor([ids]))[layer]  # (H, T, T)
@@ -155,6 +162,11 @@ def attention(
     else:
         view = inspection.attention_grid([cut[h] for h in heads], labels, first, layer)
     make_console(stderr=False).print(view)
+    if save is not None:
+        from textgen.ui.pictures import attention_picture
+
+        picture = attention_picture([cut[h] for h in heads], heads, labels, first, layer)
+        save_picture(picture, save)
 
 
 def evaluate(

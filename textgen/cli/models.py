@@ -7,28 +7,51 @@ from __future__ import annotations
 
 import sys
 
-from textgen.cli.options import JsonOption, ModelOption, console, resolve
+from textgen.cli.options import (
+    JsonOption,
+    ModelOption,
+    OverwriteOption,
+    SaveOption,
+    check_picture,
+    console,
+    resolve,
+    save_picture,
+)
+from textgen.errors import TextgenError
 from textgen.ui import jsonout
 from textgen.ui import models as screens
 from textgen.ui.console import make_console, notice
 
 
-def info(model: ModelOption = "default", json_output: JsonOption = False) -> None:
-    """Architecture, parameter count, tokenizer and training summary of a model."""
+def info(
+    model: ModelOption = "default",
+    json_output: JsonOption = False,
+    save: SaveOption = None,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Architecture, parameter count, tokenizer and training summary of a model; --save
+    draws its loss curves."""
     from textgen.model import folder as model_folder
 
+    check_picture(save, overwrite)
     folder = resolve(model)
     meta = model_folder.read_config(folder)
     parameters = model_folder.count_parameters(folder)
     metrics = model_folder.read_metrics(folder)
     if json_output:
         jsonout.write(jsonout.model_info(str(folder), meta, parameters, metrics))
-        return
-    rows = screens.info_rows(meta, parameters, metrics)
-    if sys.stdout.isatty():
-        make_console(stderr=False).print(screens.info_panel(model, rows, metrics))
     else:
-        sys.stdout.write(screens.info_text(model, rows))
+        rows = screens.info_rows(meta, parameters, metrics)
+        if sys.stdout.isatty():
+            make_console(stderr=False).print(screens.info_panel(model, rows, metrics))
+        else:
+            sys.stdout.write(screens.info_text(model, rows))
+    if save is not None:
+        if not metrics:
+            raise TextgenError(f"{folder} has no evaluations in metrics.jsonl to draw")
+        from textgen.ui.pictures import loss_picture
+
+        save_picture(loss_picture(metrics, folder.name), save)
 
 
 def models(json_output: JsonOption = False) -> None:

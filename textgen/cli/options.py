@@ -39,6 +39,18 @@ CorpusArgument = Annotated[
         metavar="CORPUS",
     ),
 ]
+SaveOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--save",
+        metavar="FILE",
+        help="Also draw it as a picture: FILE.png or FILE.svg (needs textgen[plot]).",
+        show_default=False,
+    ),
+]
+OverwriteOption = Annotated[
+    bool, typer.Option("--overwrite", help="Replace the file --save (or --html) names.")
+]
 VocabSizeOption = Annotated[
     str | None,
     typer.Option(
@@ -54,6 +66,22 @@ def read_text_argument(text: str | None) -> str:
         data = sys.stdin.buffer.read().decode("utf-8", errors="replace")
         return data[:-1] if data.endswith("\n") else data
     return text or ""
+
+
+def check_picture(save: Path | None, overwrite: bool) -> None:
+    """--save's file: a .png or .svg, not replaced unasked, matplotlib installed."""
+    if save is not None:
+        from textgen.ui.pictures import check_picture_path
+
+        check_picture_path(save, overwrite)
+
+
+def save_picture(figure: object, save: Path) -> None:
+    from textgen.ui.console import notice
+    from textgen.ui.pictures import save_figure
+
+    save_figure(figure, save)
+    notice(console, f"saved the picture to {save}")
 
 
 def parsed(option: str, parse: Callable[[str], T], text: str) -> T:

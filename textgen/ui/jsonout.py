@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from textgen.records import EvalResult, Generation
+from textgen.records import EvalResult, Generation, HeadStats, Lens, Neighbours
 
 TokenText = Callable[[int], str]  # a token id -> its text (textgen.text.tokenizer)
 
@@ -126,4 +126,69 @@ def model_info(
         "tokenizer": meta.get("tokenizer", {}),
         "training": meta.get("training", {}),
         "metrics": list(metrics),
+    }
+
+
+def lens(model: str, reading: Lens, token_text: TokenText) -> dict[str, Any]:
+    """`lens --json`: per depth and position, the top candidates and the probability of
+    the text's real next token (null at the last position)."""
+    first = reading.first_position
+    return {
+        "model": model,
+        "tokens": [
+            token(i, token_text, position=first + n) for n, i in enumerate(reading.token_ids)
+        ],
+        "dropped_tokens": reading.dropped_tokens,
+        "depths": [
+            {
+                "depth": d,
+                "name": name,
+                "positions": [
+                    {
+                        "position": first + n,
+                        "top": [
+                            token(c.token_id, token_text, logprob=c.logprob, prob=c.prob)
+                            for c in candidates
+                        ],
+                        "next_token_prob": reading.next_prob[d][n],
+                    }
+                    for n, candidates in enumerate(reading.top[d])
+                ],
+            }
+            for d, name in enumerate(reading.depths)
+        ],
+    }
+
+
+def neighbours(model: str, query: str, found: Neighbours, token_text: TokenText) -> dict[str, Any]:
+    return {
+        "model": model,
+        "query": query,
+        "terms": [
+            {
+                "sign": term.sign,
+                "text": term.text,
+                "tokens": [token(i, token_text) for i in term.token_ids],
+            }
+            for term in found.terms
+        ],
+        "neighbours": [
+            token(n.token_id, token_text, similarity=n.similarity) for n in found.neighbours
+        ],
+    }
+
+
+def heads(
+    model: str, sample: str, tokens: int, stats: list[HeadStats], thresholds: dict
+) -> dict[str, Any]:
+    """`heads --json`: each head's statistics and label, and the labels' thresholds."""
+    return {
+        "model": model,
+        "sample": sample,
+        "tokens": tokens,
+        "thresholds": {
+            label: {"statistic": stat, "at_least": bound}
+            for label, (stat, bound) in thresholds.items()
+        },
+        "heads": [vars(s).copy() for s in stats],
     }
