@@ -15,6 +15,7 @@ from helpers import train_command
 
 from textgen.errors import TextgenError
 from textgen.model import folder as model_folder
+from textgen.model import metrics
 from textgen.text.corpus import open_corpus
 from textgen.training.run import resume
 
@@ -83,17 +84,17 @@ def test_a_failed_write_at_any_point_of_a_checkpoint_keeps_the_previous_one(
     folder = tmp_path / "m"
     shutil.copytree(trained_folder, folder)
     before = {p.name: p.read_bytes() for p in folder.iterdir() if p.name != model_folder.METRICS}
-    saving = {
-        "weights": "save_weights",
-        "config": "save_config",
-        "state": "save_train_state",
-        "metrics": "append_metrics",
+    module, saving = {
+        "weights": (model_folder, "save_weights"),
+        "config": (model_folder, "save_config"),
+        "state": (model_folder, "save_train_state"),
+        "metrics": (metrics, "append_metrics"),
     }[failing]
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(model_folder, saving, disk_full)
+    monkeypatch.setattr(module, saving, disk_full)
     with (
         open_corpus([str(corpus_file)]) as corpus,
         pytest.raises(TextgenError, match=r"\(No space left on device\); the previous checkpoint"),

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from textgen.errors import TextgenError
 from textgen.model import folder as model_folder
+from textgen.model.metrics import read_metrics
 from textgen.text.tokenizer import Tokenizer
 
 
@@ -76,7 +77,7 @@ def test_overwrite_keeps_the_old_model_whole_until_the_new_one_is_saved(
                            "--size", "tiny", "--context", "32", "--steps", "3")  # fmt: skip
     assert code == 0, err
     assert model_folder.read_config(folder)["training"]["steps"] == 3
-    assert [m["step"] for m in model_folder.read_metrics(folder)] == [3]
+    assert [m["step"] for m in read_metrics(folder)] == [3]
     assert sorted(p.name for p in folder.parent.iterdir()) == ["m"]  # nothing left beside it
 
 

@@ -15,6 +15,7 @@ from rich.console import Console
 from textgen import files
 from textgen.errors import TextgenError
 from textgen.model import folder as model_folder
+from textgen.model.metrics import read_metrics
 from textgen.text.tokenizer import Tokenizer
 from textgen.ui.training import LossCurve
 
@@ -140,7 +141,7 @@ def test_a_metrics_file_in_any_state_never_breaks_a_command(folder_copy, capsys,
         '{"step": 500, "train_loss": 1.8, "val_l',
     ]
     (folder_copy / "metrics.jsonl").write_text("\n".join(lines))
-    records = model_folder.read_metrics(folder_copy)
+    records = read_metrics(folder_copy)
     assert [(r["step"], r["val_loss"]) for r in records] == [(100, 3.1), (200, 2.3), (300, 2.0)]
     code, out, err = run_cli(capsys, monkeypatch, "info", "--model", str(folder_copy))
     assert code == 0, err

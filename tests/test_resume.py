@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 from textgen.errors import SettingError, TextgenError
 from textgen.model import folder as model_folder
+from textgen.model.metrics import read_metrics
 from textgen.settings import TrainConfig
 from textgen.text.corpus import open_corpus
 from textgen.training.run import resume, train
@@ -88,7 +89,7 @@ def test_a_run_killed_with_sigkill_resumes_to_bitwise_the_same_weights(
     model_folder.load(folder)  # what a kill leaves loads
     resume(folder)
     assert same_weights(folder, straight)
-    steps = [m["step"] for m in model_folder.read_metrics(folder)]
+    steps = [m["step"] for m in read_metrics(folder)]
     assert steps == sorted(set(steps)) and steps[-1] == 400  # one history, in order
 
 
@@ -103,7 +104,7 @@ def test_resume_with_steps_trains_that_many_more_after_a_time_budget(tmp_path, c
     first = _timed_run(folder, corpus_file, steps=None, time_budget=1.0)
     again = resume(folder, more_steps=5)
     assert again.steps == first.steps + 5
-    finals = [m["step"] for m in model_folder.read_metrics(folder) if m["final"]]
+    finals = [m["step"] for m in read_metrics(folder) if m["final"]]
     assert finals == [first.steps, first.steps + 5]
 
 
@@ -170,4 +171,4 @@ def test_a_closed_stderr_never_stops_training(tmp_path, corpus_file):
     assert done.returncode == 0, done.stdout
     assert len(done.stdout.splitlines()) == 3
     assert model_folder.load_train_state(folder)["step"] == 60
-    assert [m["step"] for m in model_folder.read_metrics(folder)] == [20, 40, 60]
+    assert [m["step"] for m in read_metrics(folder)] == [20, 40, 60]

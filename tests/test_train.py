@@ -12,6 +12,7 @@ from helpers import TINY
 
 from textgen.errors import SettingError, TextgenError
 from textgen.model import folder as model_folder
+from textgen.model.metrics import read_metrics
 from textgen.records import EvalReport, Notice
 from textgen.settings import TrainConfig
 from textgen.text.corpus import open_corpus
@@ -23,7 +24,7 @@ from textgen.units import parse_count, parse_duration
 
 
 def test_validation_loss_falls_well_below_chance(trained_folder, lm):
-    metrics = model_folder.read_metrics(trained_folder)
+    metrics = read_metrics(trained_folder)
     assert [(m["step"], m["final"]) for m in metrics] == [(100, False), (200, True)]
     assert metrics[-1]["final"]
     chance = math.log(lm.model_config.vocab_size)
@@ -80,7 +81,7 @@ def test_overwrite_replaces_the_model_and_its_history(tmp_path, corpus_file):
     _train(folder, corpus_file, steps=6)
     _train(folder, corpus_file, overwrite=True, steps=2)
     assert model_folder.read_config(folder)["training"]["steps"] == 2
-    assert [m["step"] for m in model_folder.read_metrics(folder)] == [2]
+    assert [m["step"] for m in read_metrics(folder)] == [2]
 
 
 def test_time_budget_stops_the_run(tmp_path, corpus_file):

@@ -32,12 +32,13 @@ def info(
     """Architecture, parameter count, tokenizer and training summary of a model; --save
     draws its loss curves."""
     from textgen.model import folder as model_folder
+    from textgen.model.metrics import read_metrics
 
     check_picture(save, overwrite)
     folder = resolve(model)
     meta = model_folder.read_config(folder)
     parameters = model_folder.count_parameters(folder)
-    metrics = model_folder.read_metrics(folder)
+    metrics = read_metrics(folder)
     if json_output:
         jsonout.write(jsonout.model_info(str(folder), meta, parameters, metrics))
     else:

@@ -204,7 +204,7 @@ def train(
             "CORPUS: under torchrun every process reads the corpus: give files, not -"
         )
 
-    from textgen.model.folder import read_metrics
+    from textgen.model.metrics import read_metrics
     from textgen.text.corpus import BUILTIN_NAME, open_corpus
     from textgen.training import distributed
     from textgen.training.run import resume as resume_run

@@ -5,7 +5,7 @@
         model.safetensors   weights (never a pickle: loading a model runs no code)
         tokenizer.json      the HF `tokenizers` file, loadable by any HF tool
         train_state.pt      optimizer, step and RNG state for resuming (weights_only load)
-        metrics.jsonl       one line per evaluation
+        metrics.jsonl       one line per evaluation (`textgen.model.metrics`)
 
 Every write is atomic (`textgen.files`), so a crash at any moment leaves the last good
 file whole.
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from textgen.errors import SettingError, TextgenError
-from textgen.files import atomic_write, finite, write_json, write_text
+from textgen.files import atomic_write, write_json, write_text
 from textgen.settings import ModelConfig
 from textgen.text.tokenizer import Tokenizer
 
@@ -376,68 +376,3 @@ def load_train_state(folder: Path) -> dict[str, Any]:
 def count_parameters(folder: Path) -> int:
     """The number of parameters in model.safetensors, read from its header alone."""
     return sum(math.prod(entry["shape"]) for entry in read_header(folder / WEIGHTS).values())
-
-
-def append_metrics(folder: Path, record: dict[str, Any]) -> None:
-    with open(folder / METRICS, "a", encoding="utf-8") as f:
-        f.write(json.dumps(finite(record)) + "\n")
-
-
-def read_metrics(folder: Path) -> list[dict[str, Any]]:
-    """The evaluations in metrics.jsonl, in step order, one per step (the latest line for a
-    step wins: a resumed run repeats steps after its checkpoint). Lines cut short by a crash
-    or without a step and finite losses are skipped: a metrics file never breaks a command."""
-    path = folder / METRICS
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return []
-    by_step: dict[int, dict[str, Any]] = {}
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if _valid_metrics(record):
-            by_step[record["step"]] = record
-    return [by_step[step] for step in sorted(by_step)]
-
-
-def _valid_metrics(record: Any) -> bool:
-    if not isinstance(record, dict) or isinstance(record.get("step"), bool):
-        return False
-    if not isinstance(record.get("step"), int) or record["step"] < 0:
-        return False
-    for key in ("train_loss", "val_loss", "val_bpb", "time"):
-        value = record.get(key)
-        if value is not None and (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-        ):
-            return False
-    return True
-
-
-def keep_metrics_until(folder: Path, step: int) -> None:
-    """Drop the evaluations after `step` (a resumed run repeats those steps from its
-    checkpoint; a run killed after them left their lines behind)."""
-    path = folder / METRICS
-    if not path.exists():
-        return
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    kept = [line for line in lines if not _after(line, step)]
-    if len(kept) < len(lines):
-        write_text(path, "".join(line + "\n" for line in kept))
-
-
-def _after(line: str, step: int) -> bool:
-    try:
-        record = json.loads(line)
-        return (
-            isinstance(record, dict)
-            and isinstance(record.get("step"), int)
-            and record["step"] > step
-        )
-    except json.JSONDecodeError:
-        return True  # a line cut short: the crash came after the checkpoint

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from textgen.errors import TextgenError
 from textgen.files import WriteError
 from textgen.model import folder as model_folder
+from textgen.model import metrics as metrics_file
 from textgen.model.transformer import Transformer
 from textgen.model.writer import Staging
 from textgen.records import EvalResult, World
@@ -136,7 +137,7 @@ class Checkpointer:
             "final": final,
             "kept": kept,
         }
-        self._guarded(lambda: model_folder.append_metrics(self.folder, metrics))
+        self._guarded(lambda: metrics_file.append_metrics(self.folder, metrics))
         return kept
 
     def _guarded(self, write: Callable[[], T]) -> T:

@@ -20,6 +20,7 @@ import torch
 from textgen.errors import SettingError, TextgenError
 from textgen.files import FolderLock, remove_temporaries
 from textgen.model import folder as model_folder
+from textgen.model import metrics
 from textgen.model.device import choose_device, prepare_device
 from textgen.model.folder import LoadedModel
 from textgen.model.transformer import Transformer
@@ -208,7 +209,7 @@ def _resume(
 
         def prepare() -> TokenFile:  # in process 0 only
             remove_temporaries(folder)
-            model_folder.keep_metrics_until(folder, state["step"])
+            metrics.keep_metrics_until(folder, state["step"])
             callback(Notice(f"resuming {folder} from step {state['step']:,}"))
             recorded = state.get("corpus", {}).get("fingerprint", corpus.fingerprint)
             if recorded != corpus.fingerprint:
