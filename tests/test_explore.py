@@ -67,7 +67,7 @@ def test_explore_continues_the_prompt_and_marks_what_it_wrote(
     assert again == stdout  # the same seed, the same page
 
 
-def _browser():
+def _browser(profile):
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.chrome.service import Service
 
@@ -81,11 +81,18 @@ def _browser():
         pytest.skip("no Chromium here (apt-get install chromium chromium-driver)")
     options = webdriver.ChromeOptions()
     options.binary_location = binary
+    # headless, and quiet on a closed network: no background connections, no first run
     for argument in (
         "--headless=new",
         "--no-sandbox",
         "--disable-gpu",
         "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
         "--window-size=1280,1000",
     ):
         options.add_argument(argument)
@@ -114,7 +121,7 @@ def test_the_page_works_in_a_real_browser(capsys, monkeypatch, trained_folder, t
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
-    browser = _browser()
+    browser = _browser(tmp_path / "chromium-profile")
     try:
         browser.get(out.as_uri())
         tokens = browser.find_elements(By.CSS_SELECTOR, "#text .tok")
