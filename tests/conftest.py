@@ -6,12 +6,20 @@ test touches the repo's models/ folder.
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
 from helpers import TINY, make_corpus
 
 from textgen.settings import TrainConfig
+
+# Tests press Ctrl-C in the commands they start, as a user at a terminal would. A suite
+# started in the background (`make test &`) inherits SIGINT ignored, and so would every
+# command it starts (a process that finds SIGINT ignored keeps it so): catch it here
+# instead, so the commands start with SIGINT at its default, as at a terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session", autouse=True)
