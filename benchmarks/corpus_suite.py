@@ -40,7 +40,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from train_quality import VARIANTS, run_classic, run_textgen, split_text
+from train_quality import VARIANTS, run_seeds, split_text
 
 from textgen.model.device import keep_freed_memory
 from textgen.text.corpus import open_corpus
@@ -144,12 +144,7 @@ def main() -> None:
             train_text, held_out = split_text(text)
             classic = None
             for variant in args.variants:
-                runs = [
-                    run_classic(train_text, held_out, budget, seed)
-                    if variant == "classic"
-                    else run_textgen(variant, train_text, held_out, budget, seed)
-                    for seed in args.seeds
-                ]
+                runs = run_seeds(variant, train_text, held_out, budget, args.seeds)
                 bpb = statistics.median(r["bpb"] for r in runs)
                 params = statistics.median(r["params"] for r in runs)
                 tokens = statistics.median(r["tokens"] for r in runs)

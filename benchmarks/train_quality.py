@@ -203,6 +203,18 @@ def run_textgen(name: str, train_text: str, held_out: str, budget: float, seed: 
     }
 
 
+def run_seeds(
+    variant: str, train_text: str, held_out: str, budget: float, seeds: list[int]
+) -> list[dict]:
+    """One run of `variant` (classic, or a textgen variant) per seed."""
+    return [
+        run_classic(train_text, held_out, budget, seed)
+        if variant == "classic"
+        else run_textgen(variant, train_text, held_out, budget, seed)
+        for seed in seeds
+    ]
+
+
 class Throughput:
     """Training tokens/s of one recipe at a fixed size (4 x 128, vocabulary 2048, context
     128, batch 32) on random tokens. `measure(seconds)` adds one timed stretch, after 5
@@ -308,12 +320,7 @@ def main() -> None:
         budget = parse_duration(budget_text)
         classic_bpb = None
         for variant in args.variants:
-            runs = [
-                run_classic(train_text, held_out, budget, seed)
-                if variant == "classic"
-                else run_textgen(variant, train_text, held_out, budget, seed)
-                for seed in args.seeds
-            ]
+            runs = run_seeds(variant, train_text, held_out, budget, args.seeds)
             med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
             if variant == "classic":
                 classic_bpb = med["bpb"]
