@@ -160,6 +160,7 @@ edits = st.tuples(
 @given(edit=edits)
 @example(edit=(("model", "logit_softcap"), 1, False))  # valid: a different model, as written
 @example(edit=(("model", "dropout"), 0.5, False))  # no effect on a loaded model
+@example(edit=(("model", "context_window"), 4, False))  # shorter than the test's text
 def test_every_edit_of_config_json_loads_as_it_was_or_is_refused_in_one_line(
     tmp_path_factory, trained_folder, lm, edit
 ):
@@ -185,5 +186,8 @@ def test_every_edit_of_config_json_loads_as_it_was_or_is_refused_in_one_line(
         with torch.no_grad():
             assert torch.isfinite(loaded.model(ids)[0]).all()
         return
+    if section == "model" and key == "context_window" and not delete:
+        assert loaded.model_config.context_window == value  # a shorter window, as written:
+        ids = ids[:, :value]  # the same model on the texts that fit it
     with torch.no_grad():  # loaded: then it is the same model
         torch.testing.assert_close(loaded.model(ids)[0], lm.model(ids)[0], rtol=0, atol=0)
