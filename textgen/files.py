@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from textgen.errors import TextgenError
+from textgen.errors import SettingError, TextgenError
 
 LOW_SPACE_BYTES = 1 << 20  # a failed write with less free than this: the disk is full
 
@@ -90,6 +90,15 @@ def remove_temporaries(folder: Path) -> None:
     if folder.is_dir():
         for path in folder.glob(".*.tmp"):
             path.unlink(missing_ok=True)
+
+
+def check_new_file(path: Path, option: str, what: str, overwrite: bool) -> None:
+    """A file that `option` is to write: never a folder, and an existing file only with
+    --overwrite (nothing the user had is replaced unasked). `what`: "a .png file"."""
+    if path.is_dir():
+        raise SettingError(f"{option} {path}: that is a folder; name {what}")
+    if path.exists() and not overwrite:
+        raise SettingError(f"{option} {path}: the file exists; pass --overwrite to replace it")
 
 
 def write_text(path: Path, text: str) -> None:

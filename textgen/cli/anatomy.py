@@ -26,6 +26,7 @@ from textgen.cli.options import (
     save_picture,
 )
 from textgen.errors import SettingError
+from textgen.files import check_new_file
 from textgen.ui import anatomy, jsonout
 from textgen.ui.console import make_console, notice
 
@@ -42,19 +43,36 @@ def _check(name: str, value: int, low: int, high: int | None = None) -> None:
         raise SettingError(f"{name} takes {low}{top}")
 
 
+def _report_prompt(text: str, counted: int | None, kept: int) -> int | None:
+    """Say on stderr how the prompt was read, where that needs saying (cut to the context
+    window, empty); returns the tokens left out (None: too many to count)."""
+    from textgen.ui.generation import prompt_notice
+
+    dropped = None if counted is None else counted + 1 - kept
+    message = prompt_notice(text, counted, kept)
+    if message:
+        notice(console, message, warning=dropped != 0)
+    return dropped
+
+
 def _prompt_ids(lm, text: str) -> tuple[list[int], int | None]:  # noqa: ANN001 - LoadedModel
     """The ids the model reads for `text` (its end, if longer than the context window) and
     how many of the text's tokens were left out (None: too many to count); says so on
     stderr when any were."""
     from textgen.decode.completion import prompt_window
-    from textgen.ui.generation import prompt_notice
 
     ids, counted = prompt_window(lm.tokenizer, text, lm.model_config.context_window)
-    dropped = None if counted is None else counted + 1 - len(ids)
-    message = prompt_notice(text, counted, len(ids))
-    if message:
-        notice(console, message, warning=dropped != 0)
-    return ids, dropped
+    return ids, _report_prompt(text, counted, len(ids))
+
+
+def _read_lens(lm, ids: list[int], dropped: int | None, last: int, top: int):  # noqa: ANN001, ANN202
+    """The logit lens over the last `last` of `ids`, saying so when that cuts them."""
+    from textgen.model.readout import logit_lens
+
+    reading = logit_lens(lm.model, ids, last, top, dropped)
+    if reading.first_position:
+        notice(console, f"showing the last {last} of {len(ids)} positions (--last)")
+    return reading
 
 
 def lens(
@@ -77,15 +95,11 @@ def lens(
     _check("--last", last, 1)
     check_picture(save, overwrite)
     from textgen.model.folder import load
-    from textgen.model.readout import logit_lens
 
     lm = load(resolve(model))
     ids, dropped = _prompt_ids(lm, read_text_argument(prompt))
-    reading = logit_lens(lm.model, ids, last, top)
-    reading.dropped_tokens = dropped
+    reading = _read_lens(lm, ids, dropped, last, top)
     render = lm.tokenizer.render
-    if reading.first_position:
-        notice(console, f"showing the last {last} of {len(ids)} positions (--last)")
     if json_output:
         jsonout.write(jsonout.lens(str(lm.folder), reading, lm.tokenizer.token_text))
     elif sys.stdout.isatty():
@@ -239,13 +253,10 @@ def explore(
     _check("--max-new-tokens", max_new_tokens, 0)
     to_stdout = str(html) == "-"
     if not to_stdout:
-        if html.is_dir():
-            raise SettingError(f"--html {html}: that is a folder; name an .html file")
-        if html.exists() and not overwrite:
-            raise SettingError(f"--html {html}: the file exists; pass --overwrite to replace it")
+        check_new_file(html, "--html", "an .html file", overwrite)
     from textgen.files import write_text
     from textgen.model.folder import load
-    from textgen.model.readout import attention_rows, logit_lens
+    from textgen.model.readout import attention_rows
     from textgen.ui.explore import page, page_data
 
     lm = load(resolve(model))
@@ -254,12 +265,9 @@ def explore(
         ids, dropped, generated_at = _continued(lm, text, max_new_tokens, temperature, seed)
     else:
         (ids, dropped), generated_at = _prompt_ids(lm, text), None
-    reading = logit_lens(lm.model, ids, last, top)
-    reading.dropped_tokens = dropped
-    if reading.first_position:
-        notice(console, f"showing the last {last} of {len(ids)} positions (--last)")
-        if generated_at is not None:  # its index among the positions shown
-            generated_at = max(generated_at - reading.first_position, 0)
+    reading = _read_lens(lm, ids, dropped, last, top)
+    if generated_at is not None:  # its index among the positions shown
+        generated_at = max(generated_at - reading.first_position, 0)
     attention = attention_rows(lm.model, ids, reading.first_position)
     tokenizer = lm.tokenizer
     data = page_data(
@@ -279,20 +287,16 @@ def _continued(lm, text: str, tokens: int, temperature: float, seed: int | None)
     continuation starts among them."""
     from textgen.decode.completion import Completion
     from textgen.settings import SampleConfig
-    from textgen.ui.generation import prompt_notice
 
     settings = SampleConfig(temperature=temperature, max_new_tokens=tokens, seed=seed)
     completion = Completion(lm, text, settings)
-    message = prompt_notice(text, completion.prompt_tokens, len(completion.prompt_ids))
-    if message:
-        notice(console, message, warning=completion.truncated)
+    dropped = _report_prompt(text, completion.prompt_tokens, len(completion.prompt_ids))
     for _ in completion:
         pass
     written = [r.token_id for r in completion.samples[0].tokens if r.token_id is not None]
     every = completion.prompt_ids + written
     ids = every[-lm.model_config.context_window :]
     cut = len(every) - len(ids)
-    dropped = completion.result().dropped_tokens
     notice(
         console, f"continued the prompt by {len(written)} tokens (seed {completion.settings.seed})"
     )

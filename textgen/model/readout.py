@@ -68,10 +68,13 @@ def residual_stream(model: Transformer, ids: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def logit_lens(model: Transformer, ids: list[int], last: int, top: int) -> Lens:
+def logit_lens(
+    model: Transformer, ids: list[int], last: int, top: int, dropped_tokens: int | None = 0
+) -> Lens:
     """The logit lens of `ids` (at most a context window) over its last `last` positions:
     each depth's vectors through the final norm and the unembedding (`Transformer.logits`),
-    so the last depth is exactly the model's prediction."""
+    so the last depth is exactly the model's prediction. `dropped_tokens`: how many tokens
+    of the text came before `ids` (recorded in the reading)."""
     shown = min(last, len(ids))
     first = len(ids) - shown
     stream = residual_stream(model, torch.tensor([ids]))[:, first:]  # (depths, shown, C)
@@ -86,7 +89,7 @@ def logit_lens(model: Transformer, ids: list[int], last: int, top: int) -> Lens:
     return Lens(
         token_ids=ids[first:],
         first_position=first,
-        dropped_tokens=0,
+        dropped_tokens=dropped_tokens,
         depths=["embedding"] + [f"layer {d}" for d in range(len(model.blocks))],
         top=[
             [

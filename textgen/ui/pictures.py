@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from textgen.errors import SettingError, TextgenError
-from textgen.files import atomic_write
+from textgen.files import atomic_write, check_new_file
 
 SIZE_INCHES = (8.0, 5.0)
 DPI = 150
@@ -27,10 +27,7 @@ def check_picture_path(path: Path, overwrite: bool) -> str:
     suffix = path.suffix.lower().lstrip(".")
     if suffix not in FORMATS:
         raise SettingError(f"--save {path}: name a .png or .svg file")
-    if path.is_dir():
-        raise SettingError(f"--save {path}: that is a folder; name a .png or .svg file")
-    if path.exists() and not overwrite:
-        raise SettingError(f"--save {path}: the file exists; pass --overwrite to replace it")
+    check_new_file(path, "--save", "a .png or .svg file", overwrite)
     _figure_class()  # say now, before any work, if matplotlib is missing
     return suffix
 
