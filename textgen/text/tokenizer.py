@@ -171,9 +171,9 @@ class Tokenizer:
         worker = threading.Thread(
             target=lambda: outcome.append(_call(cls.train, texts(), vocab_size)), daemon=True
         )
-        worker.start()
         _TRAINERS.add(worker)
-        try:
+        try:  # from before the start: an interrupt may land between any two bytecodes
+            worker.start()
             while worker.is_alive():
                 worker.join(PROGRESS_SECONDS)
                 if read[0] < total:
@@ -186,7 +186,8 @@ class Tokenizer:
             # merges it calls nothing, and ends with the process.
             stop.set()
             _ABANDONED.set()
-            worker.join(STOP_SECONDS if read[0] < total else 0)
+            if worker.is_alive():
+                worker.join(STOP_SECONDS if read[0] < total else 0)
             raise
         _TRAINERS.discard(worker)
         tokenizer = outcome[0]
