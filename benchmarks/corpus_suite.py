@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -46,7 +47,20 @@ from textgen.model.device import keep_freed_memory
 from textgen.text.corpus import open_corpus
 from textgen.units import parse_duration
 
-CORPORA = ["builtin", "stdlib-3mb", "fortunes-en", "fortunes-de", "stdlib-30mb"]
+CORPORA = [
+    "builtin",
+    "kjv-prose",
+    "kjv-verse",
+    "stdlib-3mb",
+    "fortunes-en",
+    "fortunes-de",
+    "stdlib-30mb",
+]
+# Literary text: slices of the King James Bible (Debian's bible-kjv-text, read with the
+# `bible` program of bible-kjv), one verse a line, verse numbers left out, each chapter
+# under its heading: narrative prose (Genesis to Judges) and verse (Job to Lamentations:
+# the poetic and prophetic books).
+KJV_SLICES = {"kjv-prose": "gen1:1-judg21:25", "kjv-verse": "job1:1-lam5:22"}
 
 
 def stdlib_files(with_tests: bool) -> list[Path]:
@@ -70,6 +84,17 @@ def concatenated(files: list[Path], limit: int) -> str:
 def debian_texts(package: str, subfolder: str, cache: Path) -> str:
     """The text files of a Debian fortunes package: fetched with apt-get download,
     unpacked with dpkg-deb -x, the .dat indexes and .u8 links left out."""
+    folder = _unpacked(package, cache) / subfolder
+    files = sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.is_symlink() and p.suffix not in (".dat", ".u8")
+    )
+    return "".join(p.read_text(encoding="utf-8", errors="replace") for p in files)
+
+
+def _unpacked(package: str, cache: Path) -> Path:
+    """A Debian package fetched with apt-get download and unpacked into the cache."""
     unpacked = cache / package
     if not unpacked.exists():
         with tempfile.TemporaryDirectory() as tmp:
@@ -78,13 +103,19 @@ def debian_texts(package: str, subfolder: str, cache: Path) -> str:
             )
             deb = next(Path(tmp).glob("*.deb"))
             subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
-    folder = unpacked / subfolder
-    files = sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and not p.is_symlink() and p.suffix not in (".dat", ".u8")
-    )
-    return "".join(p.read_text(encoding="utf-8", errors="replace") for p in files)
+    return unpacked
+
+
+def kjv_text(books: str, cache: Path) -> str:
+    """A range of the King James Bible as plain text: chapter headings, then one verse a
+    line without its number."""
+    program = _unpacked("bible-kjv", cache) / "usr/bin/bible"
+    data = _unpacked("bible-kjv-text", cache) / "usr/lib"
+    out = subprocess.run(
+        [str(program), "-p", str(data), "-l100000", books], check=True, capture_output=True
+    ).stdout.decode("utf-8", errors="replace")
+    lines = (re.sub(r"^\s+\d+ ", "", line) for line in out.splitlines())
+    return "\n".join(lines).strip() + "\n"
 
 
 def corpus_text(name: str, cache: Path) -> str:
@@ -98,6 +129,8 @@ def corpus_text(name: str, cache: Path) -> str:
         text = concatenated(stdlib_files(with_tests=False), 3 * 10**6)
     elif name == "stdlib-30mb":
         text = concatenated(stdlib_files(with_tests=True), 30 * 10**6)
+    elif name in KJV_SLICES:
+        text = kjv_text(KJV_SLICES[name], cache)
     elif name == "fortunes-en":
         text = debian_texts("fortunes", "usr/share/games/fortunes", cache)
     elif name == "fortunes-de":

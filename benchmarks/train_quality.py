@@ -91,6 +91,12 @@ VARIANTS: dict[str, tuple[dict, dict, int | None]] = {
     "bpe-dropout-0.1": ({}, {"bpe_dropout": 0.1}, None),
     "bpe-dropout-0.2": ({}, {"bpe_dropout": 0.2}, None),
     "bpe-dropout-0.05": ({}, {"bpe_dropout": 0.05}, None),
+    "val-0.01": ({}, {"val_fraction": 0.01}, None),
+    "val-0.001": ({}, {"val_fraction": 0.001}, None),
+    "wd-0.3": ({}, {"weight_decay": 0.3}, None),
+    "wd-1.0": ({}, {"weight_decay": 1.0}, None),
+    "vocab-256": ({}, {}, 256),
+    "vocab-2048": ({}, {}, 2048),
 }
 VARIANTS.update({f"depth-{d}": (depth_shape(d), {}, None) for d in range(2, 13)})  # the dial
 
@@ -111,8 +117,11 @@ def split_text(text: str) -> tuple[str, str]:
     return text[:cut], text[cut:]
 
 
-def run_classic(train_text: str, held_out: str, budget: float, seed: int) -> dict:
-    """nanoGPT's CPU recipe, character-level, for `budget` seconds of training."""
+def run_classic(
+    train_text: str, held_out: str, budget: float | None, seed: int, steps: int | None = None
+) -> dict:
+    """nanoGPT's CPU recipe, character-level, for `budget` seconds of training (or, with
+    `budget` None, for `steps` steps: fixed compute)."""
     torch.manual_seed(seed)
     chars = sorted(set(train_text))
     index = {c: i + 1 for i, c in enumerate(chars)}  # 0: a character never seen in training
@@ -138,9 +147,14 @@ def run_classic(train_text: str, held_out: str, budget: float, seed: int) -> dic
     for group in optimizer.param_groups:
         group["betas"] = (0.9, 0.99)
     generator = torch.Generator().manual_seed(seed)
-    steps, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < budget:
-        progress = elapsed / budget
+    total, steps, start = steps, 0, time.perf_counter()
+
+    def going() -> bool:
+        return steps < total if budget is None else time.perf_counter() - start < budget
+
+    while going():
+        elapsed = time.perf_counter() - start
+        progress = steps / total if budget is None else elapsed / budget
         if steps < 100:
             lr = 1e-3 * (steps + 1) / 100
         else:  # cosine from lr to lr/10 over the budget
@@ -154,6 +168,7 @@ def run_classic(train_text: str, held_out: str, budget: float, seed: int) -> dic
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         steps += 1
+    elapsed = time.perf_counter() - start
     result = evaluate(model, val_ids, byte_lengths).result
     return {
         "params": model.num_parameters(),
@@ -188,19 +203,36 @@ def run_textgen(name: str, train_text: str, held_out: str, budget: float, seed: 
                 callback=events.append,
             )
         total = time.perf_counter() - started
-        lm = model_folder.load(Path(tmp) / "model")
-    ids = np.array([lm.tokenizer.eot_id, *lm.tokenizer.encode(held_out)], dtype=np.int64)
-    scored = evaluate(lm.model, ids, token_byte_lengths(lm.tokenizer.token_bytes)).result
+        scored = score(Path(tmp) / "model", held_out)
     assert any(isinstance(e, RunStarted) for e in events)
     return {
         "params": result.parameters,
         "steps": result.steps,
         "tokens": result.tokens_seen,
         "seconds": result.elapsed,
-        "val_loss": scored.loss,
-        "bpb": scored.bits_per_byte,
+        **scored,
         "setup": total - result.elapsed,
     }
+
+
+def score(folder: Path, held_out: str) -> dict:
+    """The saved model's loss and bits per byte on the held-out text, by a full pass."""
+    lm = model_folder.load(folder)
+    ids = np.array([lm.tokenizer.eot_id, *lm.tokenizer.encode(held_out)], dtype=np.int64)
+    scored = evaluate(lm.model, ids, token_byte_lengths(lm.tokenizer.token_bytes)).result
+    return {"val_loss": scored.loss, "bpb": scored.bits_per_byte}
+
+
+def run_classic_rate(seconds: float) -> float:
+    """The classic recipe's training tokens/s at its shape (4 x 4 x 128, context 64,
+    batch 12, a character vocabulary of 100), on random tokens."""
+    config = ModelConfig(
+        vocab_size=100, context_window=64, n_layer=4, n_head=4, n_embd=128, **CLASSIC_SHAPE
+    )
+    settings = TrainConfig(batch_size=12, optimizer="adamw")
+    probe = SpeedProbe(config, settings, torch.device("cpu"), batch=12)
+    probe.tokens_per_second(0.3)
+    return probe.tokens_per_second(seconds, min_steps=3)
 
 
 def run_seeds(
