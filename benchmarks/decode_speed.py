@@ -27,9 +27,10 @@ from pathlib import Path
 import torch
 
 from textgen.decode.loop import generate
-from textgen.model import folder as model_folder
+from textgen.model.loaded import LoadedModel
 from textgen.model.transformer import Transformer
 from textgen.settings import ModelConfig, SampleConfig
+from textgen.store import folder as model_folder
 from textgen.text.tokenizer import Tokenizer
 
 SIZES = {  # same width, depth and vocabulary for textgen and GPT-2
@@ -128,9 +129,9 @@ def exported_runners(
     model: Transformer, tokenizer: Tokenizer, folder: Path, prompt: list[int], n: int
 ) -> dict:
     """The same model, exported, as each tool decodes it: greedy, batch 1, n tokens."""
-    from textgen.model.export import export
+    from textgen.export import export
 
-    lm = model_folder.LoadedModel(folder, model, tokenizer, {})
+    lm = LoadedModel(folder, model, tokenizer, {})
     runners = {"textgen": partial(kv_cache, model, prompt, n)}
     try:
         from transformers import AutoModelForCausalLM
@@ -218,7 +219,7 @@ PHASES = r"""
 import sys, time, json
 t0 = time.perf_counter()
 import torch
-from textgen.model import folder as model_folder
+from textgen.store import folder as model_folder
 from textgen.decode.completion import Completion
 from textgen.settings import SampleConfig
 t1 = time.perf_counter()

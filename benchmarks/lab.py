@@ -144,7 +144,7 @@ def calibrate(args: argparse.Namespace) -> None:
         for depth in depths:
             shape = {"context_window": 128, "dropout": dropout, **arch}
             if depth is not None:
-                shape.update(depth_shape(depth))
+                shape.update(depth_shape(depth).given())
             rates = {}
             for vocab in CALIBRATION_VOCABS:
                 config = ModelConfig(vocab_size=vocab, **shape)
@@ -176,7 +176,7 @@ def _training_share(table: Table) -> float:
     """A real `textgen train --time 60s` on the built-in corpus: its training tokens over
     what its shape trains in as long at the table's rate."""
     from textgen.settings import TrainConfig
-    from textgen.model import folder as model_folder
+    from textgen.store import folder as model_folder
     from textgen.text.corpus import open_corpus
     from textgen.training.run import train
 
@@ -229,7 +229,7 @@ def _run_textgen(
     from train_quality import score, variant
 
     from textgen.model.transformer import Transformer  # noqa: F401  (torch first)
-    from textgen.settings import ModelConfig, TrainConfig
+    from textgen.settings import ModelShape, TrainConfig
     from textgen.text.corpus import open_corpus
     from textgen.training import recipe, sizing
     from textgen.training.batches import split
@@ -246,18 +246,20 @@ def _run_textgen(
         with open_corpus([str(path)]) as corpus:
             tokenizer = train_tokenizer(folder, corpus, vocab)
             data = split(encode(corpus, tokenizer, lambda e: None), config, 128, corpus)
-            shape, settled = recipe.for_corpus(architecture, config, corpus.total_bytes)
+            shape, settled = recipe.for_corpus(
+                ModelShape(**architecture), config, corpus.total_bytes
+            )
             cpu = torch.device("cpu")
 
             def quiet_speed(model_config, train_config, device) -> float:
                 return table.rate(model_config, train_config) * table.data["training_share"]
 
-            if "n_layer" not in shape:
+            if shape.n_layer is None:
                 choice = sizing.choose(
                     shape, tokenizer.vocab_size, len(data.train), settled, cpu, speed=quiet_speed
                 )
-                shape = {**shape, **recipe.depth_shape(choice.depth)}
-            model_config = ModelConfig(vocab_size=tokenizer.vocab_size, **shape)
+                shape = shape.but(recipe.depth_shape(choice.depth))
+            model_config = shape.config(tokenizer.vocab_size)
             step_tokens = config.batch_size * model_config.context_window
             steps = max(
                 1, round(table.training_tokens(model_config, settled, seconds) / step_tokens)
@@ -266,7 +268,12 @@ def _run_textgen(
                 folder,
                 corpus,
                 replace(config, steps=steps, time_budget=None),
-                {**architecture, **{k: shape[k] for k in ("n_layer", "n_embd", "n_head")}},
+                replace(
+                    ModelShape(**architecture),
+                    n_layer=shape.n_layer,
+                    n_embd=shape.n_embd,
+                    n_head=shape.n_head,
+                ),
             )
         wall = time.perf_counter() - started
         scored = score(folder, held_out)

@@ -32,11 +32,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from textgen.model import folder as model_folder
 from textgen.model.device import keep_freed_memory
 from textgen.model.transformer import Transformer
 from textgen.records import RunStarted
-from textgen.settings import ModelConfig, TrainConfig
+from textgen.settings import ModelConfig, ModelShape, TrainConfig
+from textgen.store import folder as model_folder
 from textgen.text.corpus import open_corpus
 from textgen.training.evaluate import evaluate, token_byte_lengths
 from textgen.training.optim import make_optimizer
@@ -98,7 +98,9 @@ VARIANTS: dict[str, tuple[dict, dict, int | None]] = {
     "vocab-256": ({}, {}, 256),
     "vocab-2048": ({}, {}, 2048),
 }
-VARIANTS.update({f"depth-{d}": (depth_shape(d), {}, None) for d in range(2, 13)})  # the dial
+VARIANTS.update(
+    {f"depth-{d}": (depth_shape(d).given(), {}, None) for d in range(2, 13)}
+)  # the dial
 
 
 def variant(name: str) -> tuple[dict, dict, int | None]:
@@ -198,7 +200,7 @@ def run_textgen(name: str, train_text: str, held_out: str, budget: float, seed: 
                 Path(tmp) / "model",
                 corpus,
                 config,
-                architecture,
+                ModelShape(**architecture),
                 vocab_size=vocab,
                 callback=events.append,
             )

@@ -54,13 +54,13 @@ def trained_folder(tmp_path_factory, corpus_file) -> Path:
         steps=200, time_budget=None, batch_size=16, eval_interval=100, seed=0, bpe_dropout=0.0
     )
     with open_corpus([str(corpus_file)]) as corpus:
-        train(folder, corpus, config, dict(TINY), vocab_size=300)
+        train(folder, corpus, config, TINY, vocab_size=300)
     return folder
 
 
 @pytest.fixture(scope="session")
 def lm(trained_folder):
-    from textgen.model.folder import load
+    from textgen.store.folder import load
 
     return load(trained_folder)
 

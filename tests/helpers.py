@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from textgen.cli.app import main
+from textgen.settings import ModelShape
 
 # A tiny model: 2 layers, 64 wide, context 32; no dropout, so runs repeat exactly.
-TINY = dict(context_window=32, n_layer=2, n_embd=64, n_head=4, dropout=0.0)
+TINY = ModelShape(context_window=32, n_layer=2, n_embd=64, n_head=4, dropout=0.0)
 ANSI = re.compile(r"\x1b\[")
 
 

@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from helpers import ANSI, one_line_error, run_cli
 
 from textgen.errors import SettingError
-from textgen.model.embedding import neighbours, parse_query, term_ids
-from textgen.model.heads import LABELS, head_statistics, label_for
-from textgen.model.readout import logit_lens
+from textgen.inside.embedding import neighbours, parse_query, term_ids
+from textgen.inside.heads import LABELS, head_statistics, label_for
+from textgen.inside.readout import logit_lens
 from textgen.model.transformer import Transformer
 from textgen.settings import ModelConfig
 from textgen.ui.pictures import DPI, SIZE_INCHES

@@ -15,7 +15,7 @@ import pytest
 from helpers import ANSI, one_line_error, run, run_cli, train_command
 
 from textgen.cli.options import unescape
-from textgen.model import folder as model_folder
+from textgen.store import folder as model_folder
 
 
 @pytest.fixture(scope="module")

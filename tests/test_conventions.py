@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 from helpers import one_line_error, run, run_cli, run_in_terminal, train_command
 
-from textgen.model import folder as model_folder
+from textgen.store import folder as model_folder
 
 README = Path(__file__).resolve().parent.parent / "README.md"
+DOCS = sorted((README.parent / "docs").glob("*.md"))
 
 
 @pytest.fixture
@@ -202,9 +203,10 @@ def test_training_progress_fits_a_narrow_terminal(tmp_path, corpus_file, columns
 
 
 def readme_examples() -> list[str]:
-    """The README's console examples that run against the demo model."""
-    lines = [line[2:] for line in README.read_text().splitlines() if line.startswith("$ ")]
-    return [line for line in lines if "--model demo" in line and "train" not in line.split()[:2]]
+    """The console examples of the README and the docs that run against the demo model."""
+    lines = [line for page in [README, *DOCS] for line in page.read_text().splitlines()]
+    commands = dict.fromkeys(line[2:] for line in lines if line.startswith("$ "))  # once each
+    return [c for c in commands if "--model demo" in c and "train" not in c.split()[:2]]
 
 
 @pytest.mark.skipif(not shutil.which("jq"), reason="the README's examples pipe into jq")

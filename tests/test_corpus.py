@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from textgen.errors import TextgenError
+from textgen.settings import ModelShape
 from textgen.text.corpus import open_corpus
 from textgen.text.tokenizer import Tokenizer
 from textgen.text.tokens import cached_encoding, encode_corpus
@@ -231,7 +232,7 @@ def test_a_corpus_of_one_repeated_character_says_what_is_wrong(tmp_path):
         open_corpus([str(path)]) as corpus,
         pytest.raises(TextgenError, match=r"20,000 bytes encode to \d+ tokens: the text repeats"),
     ):
-        train(tmp_path / "m", corpus, config, {"context_window": 128}, vocab_size=300)
+        train(tmp_path / "m", corpus, config, ModelShape(context_window=128), vocab_size=300)
 
 
 def test_a_long_line_without_spaces_trains_a_tokenizer_that_reads_like_gpt2(tmp_path):

@@ -14,8 +14,8 @@ import pytest
 from helpers import train_command
 
 from textgen.errors import TextgenError
-from textgen.model import folder as model_folder
-from textgen.model import metrics
+from textgen.store import folder as model_folder
+from textgen.store import metrics
 from textgen.text.corpus import open_corpus
 from textgen.training.run import resume
 

@@ -18,8 +18,8 @@ import torch
 from helpers import TINY, train_command
 
 from textgen.errors import TextgenError
-from textgen.model import folder as model_folder
 from textgen.settings import TrainConfig
+from textgen.store import folder as model_folder
 from textgen.text.corpus import open_corpus
 from textgen.training.run import train
 
@@ -50,7 +50,7 @@ def _train(folder, corpus_file, **overrides):
         **overrides,
     )
     with open_corpus([str(corpus_file)]) as corpus:
-        return train(folder, corpus, config, dict(TINY), vocab_size=300)
+        return train(folder, corpus, config, TINY, vocab_size=300)
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
@@ -102,7 +102,7 @@ def test_training_flops_count_every_matrix_multiply_once(monkeypatch):
     attention spelled out as matrix products so that the counter sees them."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from textgen.model.readout import attention_weights
+    from textgen.inside.readout import attention_weights
     from textgen.model.transformer import Transformer
     from textgen.settings import ModelConfig
 

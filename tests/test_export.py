@@ -8,6 +8,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,9 +16,9 @@ import torch
 from helpers import TINY, make_corpus, one_line_error, run_cli
 
 from textgen.decode.completion import Completion
-from textgen.model import folder as model_folder
-from textgen.model.export import export
+from textgen.export import export
 from textgen.settings import SampleConfig, TrainConfig
+from textgen.store import folder as model_folder
 from textgen.text.corpus import open_corpus
 from textgen.training.run import train
 
@@ -44,10 +45,10 @@ def models(tmp_path_factory, corpus_file) -> dict[str, Path]:
     folders = {}
     for name, changes in SHAPES.items():
         folder = tmp_path_factory.mktemp("export") / name
-        architecture = {**TINY, "context_window": 96, **changes}
+        shape = replace(TINY, context_window=96, **changes)
         config = TrainConfig(steps=150, batch_size=8, eval_interval=1000, seed=0, bpe_dropout=0.0)
         with open_corpus([str(corpus_file)]) as corpus:
-            train(folder, corpus, config, architecture, vocab_size=300)
+            train(folder, corpus, config, shape, vocab_size=300)
         folders[name] = folder
     return folders
 

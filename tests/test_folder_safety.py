@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from textgen.errors import TextgenError
-from textgen.model import folder as model_folder
-from textgen.model.metrics import read_metrics
+from textgen.store import folder as model_folder
+from textgen.store.metrics import read_metrics
 from textgen.text.tokenizer import Tokenizer
 
 

@@ -120,7 +120,7 @@ def test_top_candidates_are_sorted_and_include_a_greedy_choice(lm):
 
 
 def test_half_precision_generation_runs_and_stays_close(lm, trained_folder):
-    from textgen.model import folder as model_folder
+    from textgen.store import folder as model_folder
 
     half = model_folder.load(trained_folder, dtype="bfloat16")
     assert next(half.model.parameters()).dtype == torch.bfloat16
@@ -135,7 +135,7 @@ def test_half_precision_generation_runs_and_stays_close(lm, trained_folder):
 
 
 def test_auto_precision_keeps_small_models_exact_on_cpu(trained_folder):
-    from textgen.model import folder as model_folder
+    from textgen.store import folder as model_folder
 
     assert next(model_folder.load(trained_folder, dtype="auto").model.parameters()).dtype == (
         torch.float32

@@ -14,8 +14,8 @@ from rich.console import Console
 
 from textgen import files
 from textgen.errors import TextgenError
-from textgen.model import folder as model_folder
-from textgen.model.metrics import read_metrics
+from textgen.store import folder as model_folder
+from textgen.store.metrics import read_metrics
 from textgen.text.tokenizer import Tokenizer
 from textgen.ui.training import LossCurve
 

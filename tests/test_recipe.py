@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -9,11 +10,13 @@ import pytest
 import torch
 
 from textgen.decode.completion import Completion
-from textgen.model import folder as model_folder
+from textgen.model.loaded import LoadedModel
 from textgen.model.transformer import Transformer, apply_rotary
-from textgen.settings import ModelConfig, SampleConfig, TrainConfig
+from textgen.settings import ModelConfig, ModelShape, SampleConfig, TrainConfig
+from textgen.store import folder as model_folder
 from textgen.text.segmentations import MAX_SEGMENTATIONS, segmentations
 from textgen.training.optim import Muon, fraction_done, lr_multiplier, make_optimizer, orthogonalize
+from textgen.training.recipe import default_dropout, for_corpus, model_shape
 
 D = 16
 
@@ -24,8 +27,8 @@ def test_rotary_attention_scores_depend_only_on_relative_position():
     q, k = torch.randn(1, 1, 1, D), torch.randn(1, 1, 1, D)
 
     def score(query_pos: int, key_pos: int) -> float:
-        rq = apply_rotary(q, model.rotation(query_pos, 1))
-        rk = apply_rotary(k, model.rotation(key_pos, 1))
+        rq = apply_rotary(q, model.rotation(torch.tensor([query_pos])))
+        rk = apply_rotary(k, model.rotation(torch.tensor([key_pos])))
         return (rq * rk).sum().item()
 
     for shift in (1, 7, 30):
@@ -38,7 +41,7 @@ def test_compiled_models_rotate_exactly_as_eager_ones():
     config = ModelConfig(vocab_size=300, context_window=64, n_layer=1, n_embd=32, n_head=2)
     model = Transformer(config)
     x = torch.randn(3, 2, 64, D)
-    complex_form = model.rotation(0, 64)
+    complex_form = model.rotation(torch.arange(64))
     real_form = torch.stack((complex_form.real, complex_form.imag))
     torch.testing.assert_close(apply_rotary(x, real_form), apply_rotary(x, complex_form))
 
@@ -52,7 +55,7 @@ def test_qk_norm_bounds_the_attention_logits(qk_norm):
     model = Transformer(config)
     attention = model.blocks[0].attn
     x = 1000 * torch.randn(1, 16, 64)  # a residual stream grown very large
-    q, k, _ = attention.queries_keys_values(x, model.rotation(0, 16))
+    q, k, _ = attention.queries_keys_values(x, model.rotation(torch.arange(16)))
     scores = q @ k.transpose(-2, -1) / math.sqrt(config.head_dim)
     bound = math.sqrt(config.head_dim)
     if qk_norm:
@@ -132,7 +135,7 @@ def test_a_model_trained_with_the_new_recipe_reloads_and_generates_identically(t
     assert loaded.model_config == config
 
     def greedy(lm_model) -> list[int]:
-        lm = model_folder.LoadedModel(tmp_path, lm_model.eval(), tokenizer, {})
+        lm = LoadedModel(tmp_path, lm_model.eval(), tokenizer, {})
         completion = Completion(lm, "The dog", SampleConfig(temperature=0, max_new_tokens=20))
         return [r.token_id for r in completion]
 
@@ -213,3 +216,27 @@ def test_bpe_dropout_says_so_when_the_corpus_leaves_no_room_for_a_copy(
     notices = []
     assert _segmented(corpus_file, tokenizer, notices.append)[1] is None
     assert "BPE-dropout is off" in notices[-1].message
+
+
+def test_a_shape_can_give_every_architecture_setting_but_the_vocabulary():
+    """ModelShape is ModelConfig less the vocabulary, every field optional: a setting
+    added to one and not the other would be impossible to choose when training."""
+    shape_fields = {f.name: f.default for f in dataclasses.fields(ModelShape)}
+    config_fields = {f.name for f in dataclasses.fields(ModelConfig)} - {"vocab_size"}
+    assert set(shape_fields) == config_fields
+    assert all(default is None for default in shape_fields.values())
+    config = ModelConfig(vocab_size=300, n_layer=3, n_embd=48, n_head=2, norm="layernorm")
+    assert ModelShape.of(config).config(300) == config  # a whole model's shape round-trips
+
+
+def test_what_a_shape_leaves_open_the_recipe_fills_and_what_it_gives_wins():
+    given = ModelShape(context_window=64, dropout=0.0)
+    shape, _ = for_corpus(given, TrainConfig(), corpus_bytes=10**6)
+    assert shape.dropout == 0.0 and shape.context_window == 64  # given: kept as given
+    open_shape, _ = for_corpus(ModelShape(), TrainConfig(), corpus_bytes=10**6)
+    assert open_shape.dropout == default_dropout(10**6) and open_shape.n_layer is None
+    assert model_shape("small").but(ModelShape(n_head=2)).given() == {
+        "n_layer": 4,
+        "n_embd": 128,
+        "n_head": 2,
+    }

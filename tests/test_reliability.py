@@ -18,9 +18,9 @@ from safetensors.torch import load_file
 
 from textgen.decode.completion import Completion
 from textgen.errors import TextgenError
-from textgen.model import folder as model_folder
 from textgen.records import EvalReport
 from textgen.settings import SampleConfig, TrainConfig
+from textgen.store import folder as model_folder
 from textgen.text.corpus import open_corpus
 from textgen.training.run import resume, train
 
@@ -30,7 +30,7 @@ SETTINGS = dict(steps=40, time_budget=None, batch_size=4, eval_interval=10, seed
 def _train(folder: Path, corpus_file: Path, callback=lambda e: None, **changes):
     config = TrainConfig(**{**SETTINGS, **changes})
     with open_corpus([str(corpus_file)]) as corpus:
-        return train(folder, corpus, config, dict(TINY), vocab_size=300, callback=callback)
+        return train(folder, corpus, config, TINY, vocab_size=300, callback=callback)
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])

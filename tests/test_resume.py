@@ -14,9 +14,9 @@ from helpers import TINY, one_line_error, run_cli, train_command
 from safetensors.torch import load_file
 
 from textgen.errors import SettingError, TextgenError
-from textgen.model import folder as model_folder
-from textgen.model.metrics import read_metrics
 from textgen.settings import TrainConfig
+from textgen.store import folder as model_folder
+from textgen.store.metrics import read_metrics
 from textgen.text.corpus import open_corpus
 from textgen.training.run import resume, train
 
@@ -96,7 +96,7 @@ def test_a_run_killed_with_sigkill_resumes_to_bitwise_the_same_weights(
 def _timed_run(folder, corpus_file, **settings):
     config = TrainConfig(batch_size=4, eval_interval=10, seed=0, bpe_dropout=0.0, **settings)
     with open_corpus([str(corpus_file)]) as corpus:
-        return train(folder, corpus, config, dict(TINY), vocab_size=300)
+        return train(folder, corpus, config, TINY, vocab_size=300)
 
 
 def test_resume_with_steps_trains_that_many_more_after_a_time_budget(tmp_path, corpus_file):
@@ -130,7 +130,7 @@ def test_resume_finds_the_runs_own_corpus_and_refuses_one_that_changed(tmp_path,
     folder = tmp_path / "m"
     config = TrainConfig(steps=4, batch_size=4, eval_interval=100, seed=0, bpe_dropout=0.0)
     with open_corpus([str(text)]) as corpus:
-        train(folder, corpus, config, dict(TINY), vocab_size=300)
+        train(folder, corpus, config, TINY, vocab_size=300)
     assert resume(folder, more_steps=2).steps == 6  # found again, by its fingerprint
     text.write_text(corpus_file.read_text().replace("cat", "cow"))
     with pytest.raises(TextgenError, match=r"notes.txt\) has changed since: give it as CORPUS"):

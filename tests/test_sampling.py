@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -51,9 +52,13 @@ def test_temperature_outside_zero_to_two_is_rejected_naming_the_cap(bad):
         dict(stop=("",)),
     ],
 )
-def test_out_of_range_settings_are_rejected(kwargs):
-    with pytest.raises(SettingError):
+def test_out_of_range_settings_are_rejected_naming_the_setting(kwargs):
+    with pytest.raises(SettingError) as refused:
         SampleConfig(**kwargs)
+    (name,) = kwargs
+    assert refused.value.setting == name
+    assert refused.value.phrased("--" + name) != refused.value.phrased(name)  # each front end
+    assert str(refused.value) == refused.value.phrased(name)  # plain: the field's own name
 
 
 def test_top_k_keeps_exactly_the_k_most_likely():
@@ -111,3 +116,25 @@ def test_greedy_generation_follows_the_argmax_of_the_model(lm):
             logits, _ = lm.model(torch.tensor([ids[-lm.model_config.context_window :]]))
             assert token == logits[0, -1].argmax().item()
             ids.append(token)
+
+
+def test_settings_that_change_the_distribution_never_share_a_batch_group():
+    """The batch engine samples rows together when their `distribution()` is equal: every
+    setting but length, seed, stops and count must take part in it, new ones included."""
+    base = SampleConfig()
+    changed = {
+        "temperature": 1.3,
+        "top_k": 5,
+        "top_p": 0.5,
+        "min_p": 0.1,
+        "repetition_penalty": 1.2,
+        "max_new_tokens": 7,
+        "seed": 3,
+        "stop": ("x",),
+        "num_samples": 2,
+    }
+    assert set(changed) == {f.name for f in dataclasses.fields(SampleConfig)}
+    for name, value in changed.items():
+        other = dataclasses.replace(base, **{name: value})
+        apart = other.distribution() != base.distribution()
+        assert apart == (name not in ("max_new_tokens", "seed", "stop", "num_samples")), name

@@ -170,6 +170,28 @@ def test_bad_requests_get_openai_s_error_shape_never_a_500(running, body, status
     assert words in error["message"] and error["type"]
 
 
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("top_k", 0, "top_k must be at least 1"),
+        ("top_p", 0, "top_p must be in (0, 1]"),
+        ("min_p", 2, "min_p must be in [0, 1]"),
+        ("repetition_penalty", 0, "repetition_penalty must be a positive number"),
+        ("temperature", 3, "temperature must be between 0 and 2"),
+        ("n", 50, "n: at most 8"),
+        ("presence_penalty", 1, "presence_penalty: not supported"),
+    ],
+)
+def test_a_bad_setting_is_named_as_the_request_field_it_came_in(running, field, value, message):
+    response = httpx.post(
+        f"{running[0]}/v1/completions", json={"model": "tiny", "prompt": "x", field: value}
+    )
+    error = response.json()["error"]
+    assert response.status_code == 400
+    assert error["param"] == field and error["message"].startswith(message)
+    assert "--" not in error["message"]  # no command-line option names over HTTP
+
+
 def test_a_body_that_is_not_json_is_a_400(running):
     response = httpx.post(
         f"{running[0]}/v1/completions",
@@ -231,7 +253,7 @@ def test_listening_beyond_loopback_warns_and_a_key_quiets_the_advice(home):
 
 
 def test_llm_uses_the_server_as_a_completion_model(running, tmp_path, lm):
-    """simonw's llm, configured for an OpenAI-compatible completion model (README)."""
+    """simonw's llm, configured for an OpenAI-compatible completion model (docs/ecosystem.md)."""
     (tmp_path / "extra-openai-models.yaml").write_text(
         f"- model_id: textgen-tiny\n  model_name: tiny\n  api_base: {running[0]}/v1\n"
         "  completion: true\n"

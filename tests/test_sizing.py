@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
-from textgen.model import folder as model_folder
 from textgen.records import Notice
-from textgen.settings import ModelConfig, TrainConfig
+from textgen.settings import ModelConfig, ModelShape, TrainConfig
+from textgen.store import folder as model_folder
 from textgen.text.corpus import open_corpus
 from textgen.training import sizing
 from textgen.training.recipe import depth_shape
 from textgen.training.run import train
 
 CPU = torch.device("cpu")
-ARCH = {"context_window": 64}
+ARCH = ModelShape(context_window=64)
 
 
 def flop_bound_speed(config: ModelConfig, settings: TrainConfig, device) -> float:
@@ -33,7 +35,7 @@ def choose(budget: float | None = None, steps: int | None = None, corpus: int = 
 
 
 def params(depth: int) -> int:
-    return sizing.parameters(ModelConfig(vocab_size=2048, **ARCH, **depth_shape(depth)))
+    return sizing.parameters(ARCH.but(depth_shape(depth)).config(2048))
 
 
 def test_depth_grows_with_the_time_budget():
@@ -69,7 +71,7 @@ def test_a_run_counted_in_steps_is_sized_without_measuring_speed():
 
 
 def test_training_speed_is_measured_on_the_device():
-    config = ModelConfig(vocab_size=300, context_window=32, **depth_shape(2))
+    config = replace(depth_shape(2), context_window=32).config(300)
     rate = sizing.training_speed(config, TrainConfig(batch_size=4), CPU)
     assert rate > 0 and rate != float("inf")
 
@@ -77,7 +79,7 @@ def test_training_speed_is_measured_on_the_device():
 def test_training_without_a_shape_sizes_the_model_and_says_so(tmp_path, corpus_file):
     events = []
     config = TrainConfig(steps=2, time_budget=None, batch_size=4, eval_interval=100)
-    arch = {"context_window": 32, "dropout": 0.0}
+    arch = ModelShape(context_window=32, dropout=0.0)
     with open_corpus([str(corpus_file)]) as corpus:
         train(tmp_path / "auto", corpus, config, arch, 300, callback=events.append)
     notices = [e.message for e in events if isinstance(e, Notice) and "size auto" in e.message]
@@ -85,14 +87,14 @@ def test_training_without_a_shape_sizes_the_model_and_says_so(tmp_path, corpus_f
     model = model_folder.load(tmp_path / "auto").model
     # ~10k tokens of text allow no more than the smallest depth
     assert model.config.n_layer == sizing.MIN_DEPTH
-    assert model.config.n_embd == depth_shape(sizing.MIN_DEPTH)["n_embd"]
+    assert model.config.n_embd == depth_shape(sizing.MIN_DEPTH).n_embd
     assert "2 layers × 64 wide" in notices[0]
 
 
 @pytest.mark.parametrize("depth", [2, 3, 4, 8])
 def test_the_dial_keeps_heads_of_32(depth):
     shape = depth_shape(depth)
-    assert shape["n_embd"] // shape["n_head"] == 32 and shape["n_layer"] == depth
+    assert shape.n_embd // shape.n_head == 32 and shape.n_layer == depth
 
 
 @pytest.mark.parametrize(

@@ -11,10 +11,10 @@ import pytest
 from helpers import TINY
 
 from textgen.errors import SettingError, TextgenError
-from textgen.model import folder as model_folder
-from textgen.model.metrics import read_metrics
 from textgen.records import EvalReport, Notice
 from textgen.settings import TrainConfig
+from textgen.store import folder as model_folder
+from textgen.store.metrics import read_metrics
 from textgen.text.corpus import open_corpus
 from textgen.text.tokenizer import Tokenizer
 from textgen.training.optim import lr_multiplier
@@ -51,7 +51,7 @@ def _train(folder, corpus_file, events=None, overwrite=False, **overrides):
             folder,
             corpus,
             TrainConfig(**settings),
-            dict(TINY),
+            TINY,
             vocab_size=300,
             overwrite=overwrite,
             callback=events.append if events is not None else lambda e: None,
@@ -114,7 +114,7 @@ def test_a_folders_tokenizer_from_other_text_is_refused_unless_kept(tmp_path, co
     assert not model_folder.has_weights(folder)
     with open_corpus([str(corpus_file)]) as corpus:
         config = TrainConfig(steps=2, time_budget=None, batch_size=4, bpe_dropout=0.0)
-        train(folder, corpus, config, dict(TINY), callback=lambda e: None, keep_tokenizer=True)
+        train(folder, corpus, config, TINY, callback=lambda e: None, keep_tokenizer=True)
     assert model_folder.load(folder).tokenizer.to_json() == other.to_json()
 
 

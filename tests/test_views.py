@@ -14,7 +14,7 @@ import torch
 from rich.console import Console
 
 from textgen.decode.completion import Completion
-from textgen.model.readout import attention_patterns
+from textgen.inside.readout import attention_patterns
 from textgen.records import EvalResult
 from textgen.settings import SampleConfig
 from textgen.training.evaluate import evaluate, score_text, token_byte_lengths
@@ -133,9 +133,9 @@ def _renderables(lm, completion):
 
 
 def _anatomy_renderables(lm):
-    from textgen.model.embedding import neighbours
-    from textgen.model.heads import measure_heads, sample_windows
-    from textgen.model.readout import logit_lens
+    from textgen.inside.embedding import neighbours
+    from textgen.inside.heads import measure_heads, sample_windows
+    from textgen.inside.readout import logit_lens
 
     render_token = lm.tokenizer.render
     ids = lm.tokenizer.encode_document("The old fox chases the red hat by the sea")

@@ -13,9 +13,22 @@ class TextgenError(Exception):
 
 
 class SettingError(TextgenError):
-    """An option or setting value out of its range. Exit code 2, like a usage error."""
+    """An option or setting value out of its range. Exit code 2, like a usage error.
+
+    `setting` names the setting it is about (a field of `textgen.settings`' dataclasses,
+    e.g. "top_k") and the message calls it "{name}", so that each front end says it in its
+    own words: the command line as its option (`--top-k`), the HTTP API as its JSON field
+    (`top_k`). Plain `str()` uses the field's own name."""
 
     exit_code = 2
+
+    def __init__(self, message: str, setting: str | None = None) -> None:
+        self.template, self.setting = message, setting
+        super().__init__(self.phrased())
+
+    def phrased(self, name: str | None = None) -> str:
+        """The message, with the setting called `name` (default: its field name)."""
+        return self.template.replace("{name}", name or self.setting or "")
 
 
 class Interrupted(TextgenError):

@@ -48,6 +48,29 @@ class Working:
 
 
 @dataclass
+class Progress:
+    """How far a training run is: steps, tokens, time and the smoothed training loss."""
+
+    step: int = 0
+    tokens_seen: int = 0
+    elapsed: float = 0.0  # seconds of training, over every resumed part of the run
+    smoothed_loss: float = math.nan
+
+    def add_loss(self, value: float) -> None:
+        previous = self.smoothed_loss
+        self.smoothed_loss = value if math.isnan(previous) else 0.9 * previous + 0.1 * value
+
+    def summary(self) -> dict[str, Any]:
+        """How far the run is, as config.json's "training" section records it."""
+        return {
+            "steps": self.step,
+            "tokens_seen": self.tokens_seen,
+            "elapsed_seconds": round(self.elapsed, 2),
+            "train_loss": self.smoothed_loss,
+        }
+
+
+@dataclass
 class RunStarted:
     parameters: int
     train_tokens: int

@@ -8,7 +8,9 @@ instantly. Every check raises `SettingError` with a message that names the optio
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+import types
+import typing
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from textgen.errors import SettingError
@@ -26,35 +28,41 @@ MAX_LAYERS = 1024
 MAX_MLP_RATIO = 64
 
 
-def _require(condition: bool, message: str) -> None:
+def _require(condition: bool, message: str, setting: str | None = None) -> None:
     if not condition:
-        raise SettingError(message)
-
-
-_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+        raise SettingError(message, setting)
 
 
 def _finite(value: float | None) -> bool:
     return value is None or math.isfinite(value)
 
 
+def _kinds(annotation: Any) -> tuple[type, ...]:
+    """The types a field's annotation allows: `int | None` -> (int, NoneType)."""
+    return typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+
+
+def _fits(value: Any, kinds: tuple[type, ...]) -> bool:
+    """Whether a JSON value is of one of `kinds`; an integer is a float too, a bool never
+    a number."""
+    if isinstance(value, bool):
+        return bool in kinds
+    if isinstance(value, int) and float in kinds:
+        return True
+    return any(isinstance(value, kind) for kind in kinds if kind in (int, float, str, type(None)))
+
+
 def _from_dict(cls: type, data: dict[str, Any], complete: bool = False) -> Any:
     """Build a config from JSON data, checking field names and types before anything runs.
     `complete`: every field must be there (a saved model's file), none left to a default."""
-    known = {f.name: f for f in fields(cls) if f.init}
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in fields(cls) if f.init]
     unknown = sorted(set(data) - set(known))
     _require(not unknown, f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
     for name, value in data.items():
-        allowed = known[name].type.replace(" ", "").split("|")  # e.g. "int|None"
-        if value is None:
-            ok = "None" in allowed
-        else:
-            ok = any(
-                isinstance(value, _TYPES.get(t, ()))
-                and not (t != "bool" and isinstance(value, bool))
-                for t in allowed
-            )
-        _require(ok, f"{name} should be {' or '.join(allowed)}, not {value!r}")
+        kinds = _kinds(hints[name])
+        names = " or ".join("None" if kind is type(None) else kind.__name__ for kind in kinds)
+        _require(_fits(value, kinds), f"{name} should be {names}, not {value!r}")
     missing = [name for name in known if name not in data] if complete else []
     _require(not missing, f"missing {cls.__name__} field(s): {', '.join(missing)}")
     return cls(**data)
@@ -136,6 +144,52 @@ class ModelConfig:
         return embeddings + positions + self.n_layer * block + width  # + the final norm
 
 
+@dataclass(frozen=True)
+class ModelShape:
+    """An architecture as far as it is given: ModelConfig's fields but the vocabulary
+    (which is the tokenizer's), each None where it is left to the recipe, the budget or
+    the model fine-tuned from (`textgen.training.recipe`). Merged into a ModelConfig in
+    one place, `config`."""
+
+    context_window: int | None = None
+    n_layer: int | None = None  # None: sized for the budget and the corpus (--size auto)
+    n_embd: int | None = None
+    n_head: int | None = None
+    mlp_ratio: int | None = None
+    position: str | None = None
+    norm: str | None = None
+    activation: str | None = None
+    tie_embeddings: bool | None = None
+    dropout: float | None = None  # None: from the corpus's size
+    qk_norm: bool | None = None
+    zero_init_proj: bool | None = None
+    logit_softcap: float | None = None  # None is also ModelConfig's own: no cap
+    rope_base: float | None = None
+
+    @classmethod
+    def of(cls, config: ModelConfig) -> ModelShape:
+        """A whole model's shape (every field given)."""
+        return cls(**{k: v for k, v in config.to_dict().items() if k != "vocab_size"})
+
+    def given(self) -> dict[str, Any]:
+        """The fields set, by name."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: value for name, value in values.items() if value is not None}
+
+    def but(self, other: ModelShape) -> ModelShape:
+        """This shape with what `other` gives instead."""
+        return replace(self, **other.given())
+
+    @property
+    def context(self) -> int:
+        """The context window it will have."""
+        return self.context_window or ModelConfig.context_window
+
+    def config(self, vocab_size: int) -> ModelConfig:
+        """The model of this shape for a vocabulary, ModelConfig's defaults elsewhere."""
+        return ModelConfig(vocab_size=vocab_size, **self.given())
+
+
 @dataclass
 class TrainConfig:
     """How to train: budget, batches, optimizer and evaluation."""
@@ -168,21 +222,28 @@ class TrainConfig:
             self.steps is not None or self.time_budget is not None,
             "give a number of steps (--steps) or a time budget (--time)",
         )
-        _require(self.steps is None or self.steps >= 1, "--steps must be at least 1")
+        _require(self.steps is None or self.steps >= 1, "{name} must be at least 1", "steps")
         _require(
             self.time_budget is None or (_finite(self.time_budget) and self.time_budget > 0),
-            "--time must be a positive duration",
+            "{name} must be a positive duration",
+            "time_budget",
         )
-        _require(self.batch_size >= 1, "--batch-size must be at least 1")
+        _require(self.batch_size >= 1, "{name} must be at least 1", "batch_size")
         _require(
             self.micro_batch_size is None or self.micro_batch_size >= 1,
-            "--micro-batch-size must be at least 1",
+            "{name} must be at least 1",
+            "micro_batch_size",
         )
         _require(
             math.isfinite(self.learning_rate) and self.learning_rate > 0,
-            "--lr must be a positive number",
+            "{name} must be a positive number",
+            "learning_rate",
         )
-        _require(_finite(self.weight_decay) and self.weight_decay >= 0, "weight decay must be >= 0")
+        _require(
+            _finite(self.weight_decay) and self.weight_decay >= 0,
+            "{name} must be >= 0",
+            "weight_decay",
+        )
         _require(self.warmup_steps >= 0, "warmup steps must be >= 0")
         _require(
             _finite(self.cooldown_fraction) and 0 <= self.cooldown_fraction <= 1,
@@ -190,26 +251,34 @@ class TrainConfig:
         )
         _require(
             self.bpe_dropout is None or (_finite(self.bpe_dropout) and 0 <= self.bpe_dropout < 1),
-            "--bpe-dropout must be within [0, 1)",
+            "{name} must be within [0, 1)",
+            "bpe_dropout",
         )
-        _require(0 <= self.seed <= MAX_SEED, f"--seed must be 0 to {MAX_SEED}")
+        _require(0 <= self.seed <= MAX_SEED, f"{{name}} must be 0 to {MAX_SEED}", "seed")
         _require(self.optimizer in ("adamw", "muon"), "optimizer must be 'adamw' or 'muon'")
-        _require(self.eval_interval >= 1, "--eval-interval must be at least 1")
+        _require(self.eval_interval >= 1, "{name} must be at least 1", "eval_interval")
         _require(
             self.save_every_steps is None or self.save_every_steps >= 1,
-            "--save-every must be at least 1 step",
+            "{name} must be at least 1 step",
+            "save_every_steps",
         )
         _require(
             self.save_every_seconds is None
             or (_finite(self.save_every_seconds) and self.save_every_seconds > 0),
-            "--save-every must be a positive duration",
+            "{name} must be a positive duration",
+            "save_every_seconds",
         )
         _require(self.eval_tokens >= 1, "eval tokens must be at least 1")
         _require(
             _finite(self.val_fraction) and 0 < self.val_fraction < 0.5,
-            "--val-fraction must be within (0, 0.5)",
+            "{name} must be within (0, 0.5)",
+            "val_fraction",
         )
-        _require(self.device in ("auto", "cpu", "cuda", "mps"), "--device: auto, cpu, cuda or mps")
+        _require(
+            self.device in ("auto", "cpu", "cuda", "mps"),
+            "{name}: auto, cpu, cuda or mps",
+            "device",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -219,9 +288,9 @@ class TrainConfig:
         return _from_dict(cls, data)
 
 
-@dataclass
+@dataclass(frozen=True)
 class SampleConfig:
-    """How to turn logits into tokens. See `textgen.sampling`."""
+    """How to turn logits into tokens. See `textgen.decode.sampling`."""
 
     temperature: float = 0.8  # 0 is greedy; the cap is MAX_TEMPERATURE
     top_k: int | None = None  # keep only the k most likely tokens
@@ -237,26 +306,40 @@ class SampleConfig:
         t = self.temperature
         _require(
             math.isfinite(t) and 0 <= t <= MAX_TEMPERATURE,
-            f"temperature must be between 0 and {MAX_TEMPERATURE:g} (0 is greedy, "
+            f"{{name}} must be between 0 and {MAX_TEMPERATURE:g} (0 is greedy, "
             f"{MAX_TEMPERATURE:g} is the cap); got {t:g}",
+            "temperature",
         )
-        _require(self.top_k is None or self.top_k >= 1, "--top-k must be at least 1")
+        _require(self.top_k is None or self.top_k >= 1, "{name} must be at least 1", "top_k")
         _require(
             self.top_p is None or (math.isfinite(self.top_p) and 0 < self.top_p <= 1),
-            "--top-p must be in (0, 1]",
+            "{name} must be in (0, 1]",
+            "top_p",
         )
         _require(
             self.min_p is None or (math.isfinite(self.min_p) and 0 <= self.min_p <= 1),
-            "--min-p must be in [0, 1]",
+            "{name} must be in [0, 1]",
+            "min_p",
         )
         _require(
             math.isfinite(self.repetition_penalty) and self.repetition_penalty > 0,
-            "--repetition-penalty must be a positive number",
+            "{name} must be a positive number",
+            "repetition_penalty",
         )
-        _require(self.max_new_tokens >= 0, "--max-new-tokens must be >= 0")
-        _require(self.num_samples >= 1, "--num-samples must be at least 1")
-        _require(all(self.stop), "a stop string cannot be empty")
-        _require(self.seed is None or 0 <= self.seed <= MAX_SEED, f"--seed must be 0 to {MAX_SEED}")
+        _require(self.max_new_tokens >= 0, "{name} must be >= 0", "max_new_tokens")
+        _require(self.num_samples >= 1, "{name} must be at least 1", "num_samples")
+        _require(all(self.stop), "{name}: a stop string cannot be empty", "stop")
+        _require(
+            self.seed is None or 0 <= self.seed <= MAX_SEED,
+            f"{{name}} must be 0 to {MAX_SEED}",
+            "seed",
+        )
+
+    def distribution(self) -> SampleConfig:
+        """These settings less those that never change how one step's logits become a
+        token (length, seed, stop strings, count): requests whose distributions are equal
+        can be sampled in one call. A field added later counts unless it is named here."""
+        return replace(self, max_new_tokens=0, seed=None, stop=(), num_samples=1)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -67,7 +67,7 @@ def _prompt_ids(lm, text: str) -> tuple[list[int], int | None]:  # noqa: ANN001 
 
 def _read_lens(lm, ids: list[int], dropped: int | None, last: int, top: int):  # noqa: ANN001, ANN202
     """The logit lens over the last `last` of `ids`, saying so when that cuts them."""
-    from textgen.model.readout import logit_lens
+    from textgen.inside.readout import logit_lens
 
     reading = logit_lens(lm.model, ids, last, top, dropped)
     if reading.first_position:
@@ -94,7 +94,7 @@ def lens(
     _check("--top", top, 1, MAX_TOP)
     _check("--last", last, 1)
     check_picture(save, overwrite)
-    from textgen.model.folder import load
+    from textgen.store.folder import load
 
     lm = load(resolve(model))
     ids, dropped = _prompt_ids(lm, read_text_argument(prompt))
@@ -140,8 +140,8 @@ def neighbors(
     and subtracts unit vectors. With --save, a 2-D map of the embedding space."""
     _check("--top", top, 1, MAX_TOP)
     check_picture(save, overwrite)
-    from textgen.model.embedding import neighbours
-    from textgen.model.folder import load
+    from textgen.inside.embedding import neighbours
+    from textgen.store.folder import load
 
     lm = load(resolve(model))
     found = neighbours(lm.model, lm.tokenizer, text, top)
@@ -162,7 +162,7 @@ def neighbors(
 def _embedding_figure(lm, found):  # noqa: ANN001, ANN202 - a LoadedModel, Neighbours -> Figure
     """The map of the embedding space: its principal plane, the query, its neighbours and
     the corpus's most frequent tokens named."""
-    from textgen.model.embedding import embedding_map, frequent_tokens, merged_tokens
+    from textgen.inside.embedding import embedding_map, frequent_tokens, merged_tokens
     from textgen.ui.pictures import embedding_picture
 
     render = lm.tokenizer.render
@@ -191,8 +191,8 @@ def heads(
     copies of the same token and what followed them (induction), and a label where one
     clearly fits."""
     _check("--tokens", tokens, 3)
-    from textgen.model.folder import load
-    from textgen.model.heads import LABELS, measure_heads, sample_windows
+    from textgen.inside.heads import LABELS, measure_heads, sample_windows
+    from textgen.store.folder import load
     from textgen.text.corpus import open_corpus
 
     lm = load(resolve(model))
@@ -255,8 +255,8 @@ def explore(
     if not to_stdout:
         check_new_file(html, "--html", "an .html file", overwrite)
     from textgen.files import write_text
-    from textgen.model.folder import load
-    from textgen.model.readout import attention_rows
+    from textgen.inside.readout import attention_rows
+    from textgen.store.folder import load
     from textgen.ui.explore import page, page_data
 
     lm = load(resolve(model))

@@ -23,8 +23,8 @@ import typer.core
 
 from textgen import __version__
 from textgen.cli import anatomy, export, generate, inspect, models, serve, train
-from textgen.cli.options import console
-from textgen.errors import Interrupted, TextgenError
+from textgen.cli.options import console, option_for
+from textgen.errors import Interrupted, SettingError, TextgenError
 from textgen.records import World
 from textgen.ui.console import error, notice
 
@@ -187,8 +187,9 @@ def _report(exc: BaseException) -> int:
         return exc.exit_code
     if isinstance(exc, TextgenError):
         world = World.from_environment()
+        message = exc.phrased(option_for(exc.setting)) if isinstance(exc, SettingError) else exc
         if not exc.quiet:  # else process 0 already reported it
-            error(console, f"process {world.rank}: {exc}" if world.rank else str(exc))
+            error(console, f"process {world.rank}: {message}" if world.rank else str(message))
         return exc.exit_code
     if not isinstance(exc, Exception) or os.environ.get("TEXTGEN_DEBUG"):
         raise exc  # SystemExit and the like; a bug's traceback on request

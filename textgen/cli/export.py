@@ -8,21 +8,24 @@ from typing import Annotated
 import typer
 
 from textgen.cli.options import ModelOption, console, resolve
-from textgen.errors import SettingError
+from textgen.export import FORMATS
 from textgen.ui.console import notice
 
-LOADING = {
-    "hf": "load it with transformers: AutoModelForCausalLM.from_pretrained({out!r}) and "
-    "AutoTokenizer.from_pretrained({out!r})",
-    "gguf": "run it with llama.cpp: llama-cli -m {out} -p 'The'",
-}
+_FOLDER = next(f.name for f in FORMATS.values() if not f.is_file)
+_BY_SUFFIX = ", ".join(f"{f.name} for a {f.suffix} file" for f in FORMATS.values() if f.is_file)
 
 
 def export(
     out: Annotated[
         Path,
         typer.Argument(
-            metavar="OUT", help="Where to write: a folder (transformers) or a .gguf file."
+            metavar="OUT",
+            help="Where to write: "
+            + " or ".join(
+                f"a {f.suffix} file ({f.tool})" if f.is_file else f"a folder ({f.tool})"
+                for f in FORMATS.values()
+            )
+            + ".",
         ),
     ],
     model: ModelOption = "default",
@@ -30,30 +33,36 @@ def export(
         str | None,
         typer.Option(
             "--format",
-            help="hf (a Hugging Face transformers folder) or gguf (llama.cpp, ollama). "
-            "Default: gguf for a .gguf file, else hf.",
+            help="; ".join(f"{f.name}: {f.summary}" for f in FORMATS.values())
+            + f". Default: {_BY_SUFFIX}, else {_FOLDER}.",
             show_default=False,
         ),
     ] = None,
     dtype: Annotated[
-        str, typer.Option(help="The weights' precision: float32, float16 or bfloat16 (hf only).")
-    ] = "float32",
+        str | None,
+        typer.Option(
+            help="The weights' precision: "
+            + "; ".join(
+                f"{', '.join(f.dtypes[:-1])} or {f.dtypes[-1]} ({f.name})" for f in FORMATS.values()
+            )
+            + ".  [default: float32]",
+            show_default=False,
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a previous export at OUT.")] = False,
 ) -> None:
     """Export a trained model for other tools: Hugging Face transformers (a folder) or
     llama.cpp and ollama (a GGUF file). The exported model computes exactly what the
     textgen model does; one that has no exact equivalent there is refused."""
-    from textgen.model.export import FORMATS, check_destination
-    from textgen.model.export import export as write_export
+    from textgen.export import check_destination, choose_format
+    from textgen.export import export as write_export
 
-    form = form or ("gguf" if out.suffix.lower() == ".gguf" else "hf")
-    if form not in FORMATS:
-        raise SettingError(f"--format: use one of {', '.join(FORMATS)}")
-    check_destination(out, form, overwrite)
+    chosen = choose_format(out, form)
+    check_destination(out, chosen, overwrite)
 
-    from textgen.model.folder import load
+    from textgen.store.folder import load
 
     lm = load(resolve(model))
-    target = write_export(lm, out, form, dtype)
-    notice(console, f"wrote {out}: {target.name} architecture, {dtype}")
-    notice(console, LOADING[form].format(out=str(out)))
+    target = write_export(lm, out, chosen.name, dtype)
+    notice(console, f"wrote {out}: {target.name} architecture, {dtype or chosen.dtypes[0]}")
+    notice(console, chosen.loading.format(out=str(out)))

@@ -113,7 +113,7 @@ def generate(
 
     from textgen.decode.completion import Completion
     from textgen.model.device import choose_device
-    from textgen.model.folder import load
+    from textgen.store.folder import load
 
     lm = load(resolve(model), choose_device(device), dtype)
     completion = Completion(lm, text, settings, show_top=show_top or (5 if json_output else 0))

@@ -42,7 +42,7 @@ def tokenize(
     json_output: JsonOption = False,
 ) -> None:
     """Show how the model's tokenizer splits TEXT: token boundaries, ids and compression."""
-    from textgen.model.folder import load_tokenizer
+    from textgen.store.folder import load_tokenizer
 
     source = read_text_argument(text)
     tokenizer = load_tokenizer(resolve(model))
@@ -79,7 +79,7 @@ def score(
     """How surprised the model is by TEXT: each token coloured by its probability, with
     bits per byte and perplexity. --json gives the per-token figures."""
     from textgen.model.device import choose_device
-    from textgen.model.folder import load
+    from textgen.store.folder import load
     from textgen.training.evaluate import score_text
 
     source = read_text_argument(text)
@@ -125,8 +125,8 @@ def attention(
     import torch
 
     from textgen.decode.loop import truncate_to_window
-    from textgen.model.folder import load
-    from textgen.model.readout import attention_patterns
+    from textgen.inside.readout import attention_patterns
+    from textgen.store.folder import load
 
     source = read_text_argument(prompt)
     lm = load(resolve(model))
@@ -177,7 +177,7 @@ def evaluate(
 ) -> None:
     """Validation loss, bits per byte and perplexity of the model on any text."""
     from textgen.model.device import choose_device
-    from textgen.model.folder import load
+    from textgen.store.folder import load
     from textgen.text.corpus import open_corpus
     from textgen.training.evaluate import evaluate_corpus
 

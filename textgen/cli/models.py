@@ -31,8 +31,8 @@ def info(
 ) -> None:
     """Architecture, parameter count, tokenizer and training summary of a model; --save
     draws its loss curves."""
-    from textgen.model import folder as model_folder
-    from textgen.model.metrics import read_metrics
+    from textgen.store import folder as model_folder
+    from textgen.store.metrics import read_metrics
 
     check_picture(save, overwrite)
     folder = resolve(model)
@@ -57,7 +57,7 @@ def info(
 
 def models(json_output: JsonOption = False) -> None:
     """List the models under models/ (or $TEXTGEN_HOME), and say where that is."""
-    from textgen.model import folder as model_folder
+    from textgen.store import folder as model_folder
 
     home = model_folder.models_home()
     summaries, problems = model_folder.survey(home)

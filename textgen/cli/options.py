@@ -84,6 +84,23 @@ def save_picture(figure: object, save: Path) -> None:
     notice(console, f"saved the picture to {save}")
 
 
+# The options whose names are not their setting's (`textgen.settings`) spelled as a flag.
+OPTION_NAMES = {
+    "time_budget": "--time",
+    "learning_rate": "--lr",
+    "save_every_steps": "--save-every",
+    "save_every_seconds": "--save-every",
+    "weight_decay": "weight decay",  # no option: a resumed run's saved setting
+}
+
+
+def option_for(setting: str | None) -> str | None:
+    """The command-line option that sets `setting` (top_k -> --top-k)."""
+    if setting is None:
+        return None
+    return OPTION_NAMES.get(setting, "--" + setting.replace("_", "-"))
+
+
 def parsed(option: str, parse: Callable[[str], T], text: str) -> T:
     """Parse an option's text, naming the option in the error."""
     try:
@@ -103,7 +120,7 @@ def unescape(text: str) -> str:
 
 
 def resolve(name: str) -> Path:
-    """--model's value as a folder (`textgen.model.folder.resolve`)."""
-    from textgen.model.folder import resolve as resolve_folder
+    """--model's value as a folder (`textgen.store.folder.resolve`)."""
+    from textgen.store.folder import resolve as resolve_folder
 
     return resolve_folder(name)

@@ -58,11 +58,11 @@ def serve(
         raise TextgenError(
             "textgen serve needs FastAPI and uvicorn: pip install 'textgen[serve]'"
         ) from None
-    from textgen.model.folder import where_models_live
     from textgen.serve.protocol import Limits
     from textgen.serve.registry import Registry
     from textgen.serve.server import listen
     from textgen.serve.server import serve as run_server
+    from textgen.store.folder import where_models_live
 
     if min(slots, queue, max_tokens, max_models, threads or 1) < 1:
         raise TextgenError(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import shlex
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -20,8 +20,8 @@ from textgen.cli.options import (
 )
 from textgen.errors import SettingError
 from textgen.records import World
-from textgen.settings import TrainConfig
-from textgen.training.recipe import SIZE_PRESETS, check_architecture, model_shape
+from textgen.settings import ModelShape, TrainConfig
+from textgen.training.recipe import SIZE_PRESETS, check_shape, model_shape
 from textgen.ui.console import notice
 from textgen.units import parse_duration
 
@@ -154,61 +154,54 @@ def train(
     Several processes (CPUs or GPUs) train one model together when started by torchrun:
     torchrun --nproc-per-node 4 -m textgen train corpus.txt --model big
     """
-    if resume and overwrite:
-        raise SettingError("--resume cannot be combined with --overwrite")
-    if base is not None and resume:
-        raise SettingError("--from starts a new model; --resume continues one: use one of them")
-    shape = model_shape(size, layers, width, heads)
-    if base is not None:  # the model's shape and tokenizer are BASE's
-        given_shape = {
-            "--size": size != "auto",
-            "--layers": layers,
-            "--width": width,
-            "--heads": heads,
-            "--context": context,
-            "--vocab-size": vocab_size,
-        }
-        clash = [name for name, value in given_shape.items() if value not in (None, False)]
-        if clash:
-            raise SettingError(
-                f"{clash[0]}: a model fine-tuned --from BASE keeps BASE's shape and tokenizer"
-            )
-    architecture: dict[str, Any] = {**shape}
-    if context is not None:
-        architecture["context_window"] = context
-    if dropout is not None:
-        architecture["dropout"] = dropout
-    check_architecture(architecture)  # before any work
-    time_budget = parsed("--time", parse_duration, time) if time else None
-    given = {
-        "batch_size": batch_size,
-        "micro_batch_size": micro_batch_size,
-        "compile": compile,
-        "bpe_dropout": bpe_dropout,
-        "learning_rate": lr,
-        "eval_interval": eval_interval,
-        "val_fraction": val_fraction,
-        "seed": seed,
-        "device": device,
-        **_save_every(save_every),
-    }
-    given = {k: v for k, v in given.items() if v is not None}
-    vocab_tokens = parse_vocab_size(vocab_size)
-    folder = resolve(model)
-    config = TrainConfig(
-        steps=steps, time_budget=time_budget or (None if steps else 300.0), **given
-    )
     world = World.from_environment()
-    if world.distributed and "-" in (corpus or []):
-        raise SettingError(
-            "CORPUS: under torchrun every process reads the corpus: give files, not -"
-        )
+    shape_options = (size != "auto", layers, width, heads, context, vocab_size)
+    _check_combination(corpus, world, resume, overwrite, base, shape_options)
+    shape = model_shape(size, layers, width, heads).but(
+        ModelShape(context_window=context, dropout=dropout)
+    )
+    check_shape(shape)  # before any work
+    time_budget = parsed("--time", parse_duration, time) if time else None
+    given = _given(
+        batch_size=batch_size,
+        micro_batch_size=micro_batch_size,
+        compile=compile,
+        bpe_dropout=bpe_dropout,
+        learning_rate=lr,
+        eval_interval=eval_interval,
+        val_fraction=val_fraction,
+        seed=seed,
+        device=device,
+        **_save_every(save_every),
+    )
+    vocab_tokens, folder = parse_vocab_size(vocab_size), resolve(model)
+    budget = time_budget or (None if steps else 300.0)
+    config = TrainConfig(steps=steps, time_budget=budget, **given)
 
-    from textgen.model.metrics import read_metrics
-    from textgen.text.corpus import BUILTIN_NAME, open_corpus
-    from textgen.training import distributed
+    from textgen.store.metrics import read_metrics
     from textgen.training.run import resume as resume_run
     from textgen.training.run import train as train_run
+
+    def run(text, view):  # noqa: ANN001, ANN202 - the library call, with the corpus and screen
+        if resume:  # without a corpus, the run's own
+            return resume_run(folder, text, steps, time_budget, given, callback=view)
+        origin = resolve(base) if base else None
+        return train_run(
+            folder, text, config, shape, vocab_tokens, overwrite, view, keep_tokenizer, origin
+        )
+
+    result, view = _on_screen(run, corpus, resume, world)
+    if world.is_main:
+        view.summary(result, model, read_metrics(result.folder), _resume_command(model, corpus))
+    if result.stopped_by is not None:
+        raise typer.Exit(128 + result.stopped_by)
+
+
+def _on_screen(run, corpus: list[str] | None, resume: bool, world: World):  # noqa: ANN001, ANN202
+    """`run(corpus, view)` with the corpus open (none when a resumed run reads its own)
+    and the training screen live; the processes of a torchrun shut down after it."""
+    from textgen.text.corpus import BUILTIN_NAME, open_corpus
+    from textgen.training import distributed
     from textgen.ui.training import TrainView
 
     if not corpus and world.is_main and not resume:
@@ -216,26 +209,41 @@ def train(
     source = open_corpus(corpus) if corpus or not resume else contextlib.nullcontext(None)
     try:
         with source as text, TrainView(console) as view:
-            if resume:  # without a corpus, the run's own
-                result = resume_run(folder, text, steps, time_budget, given, callback=view)
-            else:
-                result = train_run(
-                    folder,
-                    text,
-                    config,
-                    architecture,
-                    vocab_tokens,
-                    overwrite,
-                    view,
-                    keep_tokenizer,
-                    resolve(base) if base else None,
-                )
+            return run(text, view), view
     finally:
         distributed.shutdown()
-    if world.is_main:
-        view.summary(result, model, read_metrics(result.folder), _resume_command(model, corpus))
-    if result.stopped_by is not None:
-        raise typer.Exit(128 + result.stopped_by)
+
+
+def _check_combination(
+    corpus: list[str] | None,
+    world: World,
+    resume: bool,
+    overwrite: bool,
+    base: str | None,
+    shape_options: tuple[object, ...],
+) -> None:
+    """Options that cannot go together: a usage error before any work. `shape_options`:
+    whether --size was given, then --layers, --width, --heads, --context, --vocab-size."""
+    if world.distributed and "-" in (corpus or []):
+        raise SettingError(
+            "CORPUS: under torchrun every process reads the corpus: give files, not -"
+        )
+    if resume and overwrite:
+        raise SettingError("--resume cannot be combined with --overwrite")
+    if base is not None and resume:
+        raise SettingError("--from starts a new model; --resume continues one: use one of them")
+    names = ("--size", "--layers", "--width", "--heads", "--context", "--vocab-size")
+    clash = [n for n, value in zip(names, shape_options, strict=True) if value not in (None, False)]
+    if base is not None and clash:  # the model's shape and tokenizer are BASE's
+        raise SettingError(
+            f"{clash[0]}: a model fine-tuned --from BASE keeps BASE's shape and tokenizer"
+        )
+
+
+def _given(**settings: object) -> dict[str, object]:
+    """The training settings given on the command line (the others stay the defaults,
+    or a resumed run's own)."""
+    return {name: value for name, value in settings.items() if value is not None}
 
 
 def _resume_command(model: str, corpus: list[str] | None) -> str:

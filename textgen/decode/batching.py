@@ -24,7 +24,7 @@ from textgen.decode.completion import SampleText, step_choices
 from textgen.decode.loop import choose, new_seed, truncate_to_window
 from textgen.errors import TextgenError
 from textgen.model.cache import KVCache, RowCache
-from textgen.model.folder import LoadedModel
+from textgen.model.loaded import LoadedModel
 from textgen.records import Sample, TokenRecord
 from textgen.settings import SampleConfig
 
@@ -213,10 +213,7 @@ class BatchEngine:
         for i, running in enumerate(rows):
             settings = running.job.settings
             key = (
-                settings.temperature,
-                settings.top_k,
-                settings.top_p,
-                settings.min_p,
+                settings.distribution(),
                 running.job.show_top,
                 i if settings.repetition_penalty != 1.0 else None,
             )

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 from textgen.decode.loop import Step, generate, new_seed, truncate_to_window
-from textgen.model.folder import LoadedModel
+from textgen.model.loaded import LoadedModel
 from textgen.records import Candidate, Generation, Sample, TokenRecord
 from textgen.settings import SampleConfig
 from textgen.text.tokenizer import StreamDecoder, Tokenizer

@@ -1,2 +1,2 @@
-"""The model: the transformer in one file (`transformer.py`), its CPU kernels, reading
-its attention out, the device it runs on, and its folder on disk."""
+"""The network: the transformer in one file (`transformer.py`), its CPU kernels, the KV
+caches decoding keeps, the device it runs on, and a loaded model's record (`loaded.py`)."""

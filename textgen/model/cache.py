@@ -50,6 +50,10 @@ class KVCache:
         """The positions of `length` new tokens: (T,), the same for every sequence."""
         return torch.arange(self.length, self.length + length, device=self.keys.device)
 
+    def end(self, length: int) -> int:
+        """The sequence's length once `length` new tokens are in."""
+        return self.length + length
+
     def attend(
         self, layer: int, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, bool]:
@@ -92,6 +96,10 @@ class RowCache:
         if length != 1:
             raise ValueError("a row cache takes one new token per row and step")
         return self.lengths[:, None]
+
+    def end(self, length: int) -> int:
+        """The longest row's length once `length` new tokens are in."""
+        return int(self.lengths.max()) + length
 
     def attend(
         self, layer: int, k: torch.Tensor, v: torch.Tensor

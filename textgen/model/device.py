@@ -104,8 +104,8 @@ def keep_freed_memory() -> bool:
     when freed, and returns the top of its heap too, so each step's activations and
     gradients (megabytes each) are page-faulted in and zeroed by the kernel again, step
     after step. Serving blocks under 256 MB from the heap, and giving its top back only
-    once 1 GB of it lies unused, spares that work at the same peak memory (README,
-    "Training recipe", has the figures). Does nothing (False) where the C library is not
+    once 1 GB of it lies unused, spares that work at the same peak memory (docs/recipe.md has
+    the figures). Does nothing (False) where the C library is not
     glibc."""
     if not sys.platform.startswith("linux"):
         return False

@@ -2,7 +2,7 @@
 
 On a CPU, training a small model is bound by per-operation overhead and memory traffic,
 not by its matrix products: these two pieces cost several times what they need to when
-written the obvious way (README, "Training recipe", has the measurements). CUDA and
+written the obvious way (docs/recipe.md has the measurements). CUDA and
 compiled models use PyTorch's own fused kernels.
 """
 

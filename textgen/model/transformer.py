@@ -171,24 +171,19 @@ class Transformer(nn.Module):
                 else:
                     nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * self.config.n_layer))
 
-    def rotation(self, start: int, length: int) -> torch.Tensor | None:
-        """The rotary positions start..start+length as complex numbers (None: learned)."""
+    def rotation(self, positions: torch.Tensor) -> torch.Tensor | None:
+        """The rotary angles at `positions` as complex numbers cos + i sin: (T,) positions
+        shared by every row -> (T, head_dim/2); (B, T), each row its own -> (B, 1, T,
+        head_dim/2), to broadcast over heads. None with learned positions."""
         if self.pos_embed is not None:
             return None
         # float32 even in a bf16 model: angles need the precision
-        cos = self.rope_cos[start : start + length].float()
-        sin = self.rope_sin[start : start + length].float()
+        cos, sin = self.rope_cos[positions].float(), self.rope_sin[positions].float()
+        if positions.dim() == 2:
+            cos, sin = cos[:, None], sin[:, None]
         if torch.compiler.is_compiling():
-            return torch.stack((cos, sin))  # (2, T, head_dim/2); see apply_rotary
-        return torch.complex(cos, sin)  # (T, head_dim/2)
-
-    def rotation_at(self, positions: torch.Tensor) -> torch.Tensor | None:
-        """The rotation of each row's own position, (B, 1) -> (B, 1, 1, head_dim/2), to
-        broadcast over heads (None: learned positions)."""
-        if self.pos_embed is not None:
-            return None
-        angles = torch.complex(self.rope_cos[positions].float(), self.rope_sin[positions].float())
-        return angles[:, None]  # (B, 1, 1, head_dim/2)
+            return torch.stack((cos, sin))  # the real pair; see apply_rotary
+        return torch.complex(cos, sin)
 
     def reset_buffers(self) -> None:
         """Compute the buffers derived from the config (the rotary tables), on the CPU in
@@ -245,19 +240,15 @@ class Transformer(nn.Module):
         matrix of a small model).
         """
         B, T = ids.shape
-        if isinstance(cache, RowCache):  # each row at a position of its own
-            positions = cache.positions(T)  # (B, 1)
-            end = int(positions.max()) + T
-            x, rotary = self.embed_positions(ids, positions), self.rotation_at(positions)
-        else:
-            start = cache.length if cache is not None else 0
-            end = start + T
-            x, rotary = self.embed_positions(ids, start), self.rotation(start, T)  # (B, T, C)
+        # (T,): the same positions for every row; (B, T): each row at its own (a row cache)
+        positions = cache.positions(T) if cache is not None else torch.arange(T, device=ids.device)
+        end = cache.end(T) if cache is not None else T
         if end > self.config.context_window:
             raise ValueError(
                 f"sequence of {end} tokens exceeds the context window "
                 f"({self.config.context_window})"
             )
+        x, rotary = self.embed_positions(ids, positions), self.rotation(positions)  # (B, T, C)
         for block in self.blocks:
             x = block(x, rotary, cache)
         if cache is not None:
@@ -268,15 +259,13 @@ class Transformer(nn.Module):
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
 
-    def embed_positions(self, ids: torch.Tensor, start: int | torch.Tensor = 0) -> torch.Tensor:
-        """ids (B, T) at positions start.. (or at each row's own positions, (B, T)) -> the
-        residual stream's first vectors (B, T, C): each token's embedding, plus its
-        position's with learned positions (rotary positions act inside attention)."""
+    def embed_positions(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """ids (B, T) at `positions` ((T,), or (B, T) for rows at their own) -> the residual
+        stream's first vectors (B, T, C): each token's embedding, plus its position's with
+        learned positions (rotary positions act inside attention)."""
         x = dropout(self.embed(ids), self.config.dropout, self.training)
         if self.pos_embed is not None:
-            if isinstance(start, int):
-                start = torch.arange(start, start + ids.shape[1], device=ids.device)
-            x = x + self.pos_embed(start)
+            x = x + self.pos_embed(positions)
         return x
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:

@@ -32,73 +32,76 @@ Log = Callable[[str], None]
 
 
 def create_app(registry: Registry, api_key: str | None, limits: Limits, log: Log) -> FastAPI:
+    """The OpenAI API over `registry`'s models, with `limits` on each request, the API key
+    checked (None: none asked for) and an access-log line a request to `log`."""
     app = FastAPI(title="textgen", docs_url=None, redoc_url=None)
     app.state.registry = registry
-
     app.add_middleware(_Gate, api_key=api_key, log=log)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(part) for part in first.get("loc", ())[1:]) or "body"
-        if first.get("type") == "json_invalid":
-            return _error(400, "the body is not valid JSON", param=None)
-        return _error(400, f"{where}: {first.get('msg', 'invalid')}", param=where)
-
-    @app.exception_handler(TextgenError)
-    async def refused(request: Request, exc: TextgenError) -> JSONResponse:
-        if isinstance(exc, UnknownModel):
-            return _error(404, str(exc), param="model", code="model_not_found")
-        if isinstance(exc, EngineBusy):
-            return _error(429, str(exc), "rate_limit_error")
-        if isinstance(exc, SettingError):
-            return _error(400, str(exc), param=str(exc).split()[0].strip(":") or None)
-        if isinstance(exc, Stopping):
-            return _error(503, str(exc), "server_error")
-        return _error(503, f"the model cannot be served: {exc}", "server_error")
+    app.add_exception_handler(RequestValidationError, _invalid)
+    app.add_exception_handler(TextgenError, _refused)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        loaded = list(registry.loaded)
-        return {"status": "ok", "models_loaded": loaded}
+        return {"status": "ok", "models_loaded": list(registry.loaded)}
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
         names = await run_in_threadpool(registry.available)
-        return {
-            "object": "list",
-            "data": [
-                {"id": name, "object": "model", "created": 0, "owned_by": "textgen"}
-                for name in names
-            ],
-        }
+        entries = [{"id": n, "object": "model", "created": 0, "owned_by": "textgen"} for n in names]
+        return {"object": "list", "data": entries}
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):  # noqa: ANN202
         served = await run_in_threadpool(registry.get, body.model)
-        texts = _checked(body.prompts(), body, limits)
-        prompts = await run_in_threadpool(lambda: [Prompt(served, t) for t in texts])
-        settings = body.sampling(default_tokens=16)
-        run = submit(served, prompts, settings, body.n, body.logprobs or 0)
-        view = CompletionView(served, body, prompts)
-        if body.stream:
-            return _stream(view.chunks(run, request))
-        return JSONResponse(await view.answer(run, request))
+        prompts = await _prompts(served, _checked(body.prompts(), body, limits))
+        run = submit(served, prompts, body.sampling(default_tokens=16), body.n, body.logprobs or 0)
+        return await _respond(CompletionView(served, body, prompts), run, body.stream, request)
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatRequest, request: Request):  # noqa: ANN202
         served = await run_in_threadpool(registry.get, body.model)
-        text = protocol.chat_prompt(body.messages)
-        texts = _checked([text], body, limits)
-        prompts = await run_in_threadpool(lambda: [Prompt(served, t) for t in texts])
+        texts = _checked([protocol.chat_prompt(body.messages)], body, limits)
+        prompts = await _prompts(served, texts)
         settings = body.sampling(default_tokens=limits.max_tokens, extra_stops=(protocol.TURN_END,))
         run = submit(served, prompts, settings, body.n, body.candidates())
-        view = ChatView(served, body, prompts[0])
-        if body.stream:
-            return _stream(view.chunks(run, request))
-        return JSONResponse(await view.answer(run, request))
+        return await _respond(ChatView(served, body, prompts[0]), run, body.stream, request)
 
     return app
+
+
+async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """A body that is not JSON, or not of the request's shape: 400, naming the field."""
+    first = exc.errors()[0] if exc.errors() else {}
+    where = ".".join(str(part) for part in first.get("loc", ())[1:]) or "body"
+    if first.get("type") == "json_invalid":
+        return _error(400, "the body is not valid JSON", param=None)
+    return _error(400, f"{where}: {first.get('msg', 'invalid')}", param=where)
+
+
+async def _refused(request: Request, exc: TextgenError) -> JSONResponse:
+    """What the library refused, in OpenAI's error shape and status."""
+    if isinstance(exc, UnknownModel):
+        return _error(404, str(exc), param="model", code="model_not_found")
+    if isinstance(exc, EngineBusy):
+        return _error(429, str(exc), "rate_limit_error")
+    if isinstance(exc, SettingError):
+        param = protocol.api_name(exc.setting)
+        return _error(400, exc.phrased(param), param=param)
+    if isinstance(exc, Stopping):
+        return _error(503, str(exc), "server_error")
+    return _error(503, f"the model cannot be served: {exc}", "server_error")
+
+
+async def _prompts(served, texts: list[str]) -> list[Prompt]:  # noqa: ANN001
+    """The texts tokenized for the model, off the event loop."""
+    return await run_in_threadpool(lambda: [Prompt(served, t) for t in texts])
+
+
+async def _respond(view, run, stream: bool, request: Request):  # noqa: ANN001, ANN202
+    """The run as a stream of events, or as one answer when it is done."""
+    if stream:
+        return _stream(view.chunks(run, request))
+    return JSONResponse(await view.answer(run, request))
 
 
 class _Gate:
@@ -151,14 +154,14 @@ def _error(
 
 def _checked(texts: list[str], body, limits: Limits) -> list[str]:  # noqa: ANN001
     if body.n > limits.n:
-        raise SettingError(f"n: at most {limits.n} choices a request")
+        raise SettingError(f"{{name}}: at most {limits.n} choices a request", "n")
     tokens = body.max_completion_tokens or body.max_tokens
     if tokens is not None and tokens > limits.max_tokens:
-        raise SettingError(f"max_tokens: at most {limits.max_tokens} a request")
+        raise SettingError(f"{{name}}: at most {limits.max_tokens} a request", "max_tokens")
     if not texts:
-        raise SettingError("prompt: give a text, or a list of texts")
+        raise SettingError("{name}: give a text, or a list of texts", "prompt")
     if sum(len(t.encode("utf-8")) for t in texts) > limits.prompt_bytes:
-        raise SettingError(f"prompt: at most {limits.prompt_bytes:,} bytes a request")
+        raise SettingError(f"{{name}}: at most {limits.prompt_bytes:,} bytes a request", "prompt")
     return texts
 
 

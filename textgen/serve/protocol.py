@@ -19,6 +19,13 @@ from textgen.records import Sample, TokenRecord
 from textgen.settings import SampleConfig
 
 MAX_LOGPROBS = 20
+# The request fields whose names are not their setting's (`textgen.settings`).
+API_NAMES = {"max_new_tokens": "max_tokens", "num_samples": "n"}
+
+
+def api_name(setting: str | None) -> str | None:
+    """The request field that carries `setting` (max_new_tokens -> max_tokens)."""
+    return API_NAMES.get(setting, setting) if setting else None
 
 
 class Limits(BaseModel):
@@ -60,8 +67,9 @@ class _Request(BaseModel):
         """The request's sampling settings, checked as the CLI checks them."""
         if self.presence_penalty or self.frequency_penalty:
             raise SettingError(
-                "presence_penalty and frequency_penalty: not supported; textgen has "
-                "repetition_penalty (above 1 discourages repeats)"
+                "{name}: not supported; textgen has repetition_penalty (above 1 discourages "
+                "repeats)",
+                "presence_penalty" if self.presence_penalty else "frequency_penalty",
             )
         tokens = self.max_completion_tokens or self.max_tokens
         return SampleConfig(
@@ -89,7 +97,8 @@ class CompletionRequest(_Request):
     def prompts(self) -> list[str]:
         if self.suffix:
             raise SettingError(
-                "suffix: not supported (the models continue text, they do not fill in)"
+                "{name}: not supported (the models continue text, they do not fill in)",
+                "suffix",
             )
         return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from textgen.decode.batching import BatchEngine, EngineBusy
 from textgen.errors import TextgenError
-from textgen.model import folder as model_folder
-from textgen.model.folder import LoadedModel
+from textgen.model.loaded import LoadedModel
+from textgen.store import folder as model_folder
 from textgen.units import count
 
 

@@ -16,12 +16,12 @@ from typing import Any, TypeVar
 
 from textgen.errors import TextgenError
 from textgen.files import WriteError
-from textgen.model import folder as model_folder
-from textgen.model import metrics as metrics_file
 from textgen.model.transformer import Transformer
-from textgen.model.writer import Staging
-from textgen.records import EvalResult, World
+from textgen.records import EvalResult, Progress, World
 from textgen.settings import TrainConfig
+from textgen.store import folder as model_folder
+from textgen.store import metrics as metrics_file
+from textgen.store.writer import Staging
 from textgen.text.tokenizer import Tokenizer
 from textgen.training.evaluate import Evaluation
 
@@ -86,10 +86,10 @@ class Checkpointer:
             self.folder = self._guarded(self.staging.publish)
 
     def save_model(
-        self, model: Transformer, progress: dict[str, Any], evaluation: EvalResult | None
+        self, model: Transformer, progress: Progress, evaluation: EvalResult | None
     ) -> None:
         """model.safetensors and config.json: the weights as they are now."""
-        summary = {**progress, **self.run_summary}
+        summary = {**progress.summary(), **self.run_summary}
         if evaluation is not None:
             summary.update(
                 val_loss=evaluation.loss,
@@ -105,7 +105,7 @@ class Checkpointer:
         self._guarded(write)
         self.model_saved = True
 
-    def checkpoint(self, model: Transformer, progress: dict[str, Any], state: dict) -> None:
+    def checkpoint(self, model: Transformer, progress: Progress, state: dict) -> None:
         """Save the training state, and the model too unless better weights are kept."""
         if not self.world.is_main:
             return
@@ -114,7 +114,7 @@ class Checkpointer:
         self.save_state(state)
 
     def record(
-        self, model: Transformer, progress: dict[str, Any], evaluation: Evaluation, final: bool
+        self, model: Transformer, progress: Progress, evaluation: Evaluation, final: bool
     ) -> bool:
         """Keep the weights if they are the best so far (or always, without keep_best) and
         add the evaluation to metrics.jsonl. Returns whether the weights were saved."""
@@ -122,16 +122,16 @@ class Checkpointer:
         yardstick = evaluation.first or result
         improved = self.best is None or yardstick.loss < self.best["loss"]
         if improved:
-            self.best = {"loss": yardstick.loss, "step": progress["steps"]}
+            self.best = {"loss": yardstick.loss, "step": progress.step}
             self.kept_eval = result
         kept = improved or not self.config.keep_best
         if kept:
             self.save_model(model, progress, result)
         metrics = {
-            "step": progress["steps"],
-            "time": progress["elapsed_seconds"],
-            "tokens": progress["tokens_seen"],
-            "train_loss": progress["train_loss"],
+            "step": progress.step,
+            "time": round(progress.elapsed, 2),
+            "tokens": progress.tokens_seen,
+            "train_loss": progress.smoothed_loss,
             "val_loss": result.loss,
             "val_bpb": result.bits_per_byte,
             "final": final,

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from textgen.model.device import autocast
-from textgen.model.folder import LoadedModel
+from textgen.model.loaded import LoadedModel
 from textgen.model.transformer import Transformer
 from textgen.records import EvalResult
 from textgen.text.corpus import Corpus

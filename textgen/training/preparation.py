@@ -8,9 +8,9 @@ from pathlib import Path
 
 from textgen.errors import SettingError, TextgenError
 from textgen.files import FolderLock
-from textgen.model import folder as model_folder
-from textgen.model.writer import FolderContents
 from textgen.records import Callback, Notice, Working
+from textgen.store import folder as model_folder
+from textgen.store.writer import FolderContents
 from textgen.text.corpus import Corpus
 from textgen.text.tokenizer import Tokenizer
 from textgen.text.tokens import TokenFile, cached_encoding

@@ -6,17 +6,16 @@
 - what depends on the corpus's size: the vocabulary, dropout and BPE-dropout.
 
 Every rule here was measured with `benchmarks/train_quality.py`; the figures are in the
-README's "Training recipe". Imports no torch, so the CLI can check a shape instantly.
+docs/recipe.md. Imports no torch, so the CLI can check a shape instantly.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import Any
 
 from textgen.errors import SettingError
-from textgen.settings import MIN_VOCAB_SIZE, ModelConfig, TrainConfig
+from textgen.settings import MIN_VOCAB_SIZE, ModelShape, TrainConfig
 
 # Each preset is (layers, width, heads); defaults suit a laptop CPU.
 SIZE_PRESETS: dict[str, tuple[int, int, int]] = {
@@ -29,10 +28,10 @@ DIAL_HEAD_DIM = 32  # the dial widens by adding heads of this size
 HAND_DEPTH = 4  # the depth on the dial when only --width or --heads is given
 
 
-def depth_shape(depth: int) -> dict[str, int]:
+def depth_shape(depth: int) -> ModelShape:
     """The size dial: `depth` layers, 32 x depth wide, in heads of 32. Depth 2 is the
     `tiny` preset's shape class, depth 4 the `small` preset."""
-    return {"n_layer": depth, "n_embd": DIAL_HEAD_DIM * depth, "n_head": depth}
+    return ModelShape(n_layer=depth, n_embd=DIAL_HEAD_DIM * depth, n_head=depth)
 
 
 def model_shape(
@@ -40,27 +39,27 @@ def model_shape(
     layers: int | None = None,
     width: int | None = None,
     heads: int | None = None,
-) -> dict[str, int]:
-    """The shape asked for: {} when it is left to `--size auto` (chosen at training time),
-    else n_layer, n_embd and n_head: a preset's, or the dial's at depth `layers`, with any
-    of the three given by hand."""
+) -> ModelShape:
+    """The shape asked for: none when it is left to `--size auto` (chosen at training
+    time), else n_layer, n_embd and n_head: a preset's, or the dial's at depth `layers`,
+    with any of the three given by hand."""
     if size != "auto" and size not in SIZE_PRESETS:
-        raise SettingError(f"--size: choose auto or one of {', '.join(SIZE_PRESETS)}")
-    given = {"n_layer": layers, "n_embd": width, "n_head": heads}
-    chosen = {name: value for name, value in given.items() if value is not None}
-    if size == "auto" and not chosen:
-        return {}
+        raise SettingError(f"{{name}}: choose auto or one of {', '.join(SIZE_PRESETS)}", "size")
+    chosen = ModelShape(n_layer=layers, n_embd=width, n_head=heads)
+    if size == "auto" and not chosen.given():
+        return chosen
     if size == "auto":
         shape = depth_shape(layers if layers is not None else HAND_DEPTH)
     else:
-        shape = dict(zip(given, SIZE_PRESETS[size], strict=True))
-    return {**shape, **chosen}
+        n_layer, n_embd, n_head = SIZE_PRESETS[size]
+        shape = ModelShape(n_layer=n_layer, n_embd=n_embd, n_head=n_head)
+    return shape.but(chosen)
 
 
-def check_architecture(architecture: dict[str, Any]) -> None:
-    """Raise the SettingError a model of this architecture would, before any work (the
+def check_shape(shape: ModelShape) -> None:
+    """Raise the SettingError a model of this shape would, before any work (the
     vocabulary and an auto-sized shape are not known yet: stand-ins are checked)."""
-    ModelConfig(**{"vocab_size": MIN_VOCAB_SIZE, **depth_shape(HAND_DEPTH), **architecture})
+    depth_shape(HAND_DEPTH).but(shape).config(MIN_VOCAB_SIZE)
 
 
 # -- what the corpus decides ------------------------------------------------------------------
@@ -90,11 +89,11 @@ def default_vocab_size(corpus_bytes: int) -> int:
 
 
 def for_corpus(
-    architecture: dict[str, Any], config: TrainConfig, corpus_bytes: int
-) -> tuple[dict[str, Any], TrainConfig]:
-    """The settings left open (no dropout in `architecture`, `bpe_dropout` None) chosen
-    for a corpus of `corpus_bytes`."""
-    architecture = {"dropout": default_dropout(corpus_bytes), **architecture}
+    shape: ModelShape, config: TrainConfig, corpus_bytes: int
+) -> tuple[ModelShape, TrainConfig]:
+    """The settings left open (no dropout in `shape`, `bpe_dropout` None) chosen for a
+    corpus of `corpus_bytes`."""
+    shape = ModelShape(dropout=default_dropout(corpus_bytes)).but(shape)
     if config.bpe_dropout is None:
         config = replace(config, bpe_dropout=default_bpe_dropout(corpus_bytes))
-    return architecture, config
+    return shape, config

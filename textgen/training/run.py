@@ -19,14 +19,14 @@ import torch
 
 from textgen.errors import SettingError, TextgenError
 from textgen.files import FolderLock, remove_temporaries
-from textgen.model import folder as model_folder
-from textgen.model import metrics
 from textgen.model.device import choose_device, prepare_device
-from textgen.model.folder import LoadedModel
+from textgen.model.loaded import LoadedModel
 from textgen.model.transformer import Transformer
-from textgen.model.writer import FolderContents, Staging
 from textgen.records import Callback, Notice, TrainResult, World
-from textgen.settings import ModelConfig, TrainConfig
+from textgen.settings import ModelShape, TrainConfig
+from textgen.store import folder as model_folder
+from textgen.store import metrics
+from textgen.store.writer import FolderContents, Staging
 from textgen.text.corpus import Corpus, reopen
 from textgen.text.segmentations import segmentations
 from textgen.text.tokenizer import Tokenizer
@@ -48,7 +48,7 @@ def train(
     folder: Path,
     corpus: Corpus,
     config: TrainConfig,
-    architecture: dict[str, Any],
+    shape: ModelShape | None = None,
     vocab_size: int | None = None,
     overwrite: bool = False,
     callback: Callback = _quiet,
@@ -58,19 +58,20 @@ def train(
     """Train a new model in `folder` on `corpus`; with `base`, fine-tune that trained model
     (its weights, tokenizer and shape; a fresh optimizer and schedule; `base` untouched).
 
-    `architecture` holds ModelConfig fields except the vocabulary size, which comes from
-    the tokenizer (the folder's, if it was trained on this corpus or `keep_tokenizer`
-    says so, else trained here). Left out, the recipe chooses: the shape (without
-    `n_layer`, sized for the budget and the corpus), dropout; and with
+    `shape` gives the architecture but the vocabulary size, which comes from the
+    tokenizer (the folder's, if it was trained on this corpus or `keep_tokenizer` says
+    so, else trained here). Left open, the recipe chooses: the size (without `n_layer`,
+    sized for the budget and the corpus), dropout; and with
     `config.bpe_dropout` None, BPE-dropout. A folder that already holds a trained model is
     only replaced with `overwrite`, and then only at the new model's first complete
-    checkpoint (`textgen.model.writer`).
+    checkpoint (`textgen.store.writer`).
     """
     device, world, callback = _start(config, callback)
-    start = _base(base, folder, architecture) if base is not None else None
+    shape = shape or ModelShape()
+    start = _base(base, folder, shape) if base is not None else None
     if start is not None:
-        architecture = {**start.architecture, **architecture}
-    architecture, config = recipe.for_corpus(architecture, config, corpus.total_bytes)
+        shape = start.shape.but(shape)
+    shape, config = recipe.for_corpus(shape, config, corpus.total_bytes)
     staging = Staging(folder)
     with _writing(folder, world):
 
@@ -91,12 +92,11 @@ def train(
         try:
             token_file, place = distributed.on_main(prepare)
             tokenizer = model_folder.load_tokenizer(place)
-            context = architecture.get("context_window", ModelConfig.context_window)
-            data = split(token_file, config, context, corpus)
+            data = split(token_file, config, shape.context, corpus)
             if start is not None:
-                model = start.model(architecture, device)
+                model = start.model(shape, device)
             else:
-                model = _new_model(architecture, tokenizer, config, data, device, world, callback)
+                model = _new_model(shape, tokenizer, config, data, device, world, callback)
             return _run(
                 place, model, tokenizer, config, token_file, data, corpus, callback, staging=staging
             )
@@ -109,31 +109,28 @@ class _Base:
     """A trained model a new one starts from (`train --from`)."""
 
     lm: LoadedModel
-    architecture: dict[str, Any]  # its shape, less what the new corpus decides (dropout)
+    shape: ModelShape  # its shape, less what the new corpus decides (dropout)
 
-    def model(self, architecture: dict[str, Any], device: torch.device) -> Transformer:
+    def model(self, shape: ModelShape, device: torch.device) -> Transformer:
         """BASE's weights in a model of BASE's shape, with the new run's dropout."""
-        config = ModelConfig(vocab_size=self.lm.tokenizer.vocab_size, **architecture)
-        model = Transformer(config, init_weights=False)
+        model = Transformer(shape.config(self.lm.tokenizer.vocab_size), init_weights=False)
         model.load_state_dict(self.lm.model.state_dict())
         return model.to(device)
 
 
-def _base(base: Path, folder: Path, architecture: dict[str, Any]) -> _Base:
+def _base(base: Path, folder: Path, shape: ModelShape) -> _Base:
     if base.resolve() == folder.resolve():
         raise SettingError("--from: fine-tune into another folder than BASE (BASE stays as it is)")
     lm = model_folder.load(base)
-    shape = {
-        k: v for k, v in lm.model_config.to_dict().items() if k not in ("vocab_size", "dropout")
-    }
-    changed = [k for k, v in architecture.items() if k in shape and shape[k] != v]
+    own = replace(ModelShape.of(lm.model_config), dropout=None)
+    changed = [k for k, v in shape.given().items() if getattr(own, k) not in (None, v)]
     if changed:
         raise SettingError(f"{changed[0]}: a model fine-tuned --from {base} keeps its {changed[0]}")
-    return _Base(lm, shape)
+    return _Base(lm, own)
 
 
 def _new_model(
-    architecture: dict[str, Any],
+    shape: ModelShape,
     tokenizer: Tokenizer,
     config: TrainConfig,
     data: Split,
@@ -141,18 +138,18 @@ def _new_model(
     world: World,
     callback: Callback,
 ) -> Transformer:
-    """A freshly initialised model of `architecture`, sized now if the shape was left to
-    the recipe (`--size auto`)."""
-    if "n_layer" not in architecture:
+    """A freshly initialised model of `shape`, sized now if its size was left to the
+    recipe (`--size auto`)."""
+    if shape.n_layer is None:
         choice = distributed.on_main(
             lambda: sizing.choose(
-                architecture, tokenizer.vocab_size, len(data.train), config, device, world.size
+                shape, tokenizer.vocab_size, len(data.train), config, device, world.size
             )
         )
         callback(Notice(choice.describe()))
-        architecture = {**architecture, **recipe.depth_shape(choice.depth)}
+        shape = shape.but(recipe.depth_shape(choice.depth))
     torch.manual_seed(config.seed)  # the same initial weights in every process
-    return Transformer(ModelConfig(vocab_size=tokenizer.vocab_size, **architecture)).to(device)
+    return Transformer(shape.config(tokenizer.vocab_size)).to(device)
 
 
 def resume(

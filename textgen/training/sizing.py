@@ -12,7 +12,7 @@ preset, 4 × 128). Two limits bound the depth:
   once, however often a run reads it), or the model learns its corpus by heart.
 
 The largest depth within both limits is used (depth 2 at least). Both constants were
-measured with `benchmarks/train_quality.py`, depths side by side (README, "Model size").
+measured with `benchmarks/train_quality.py`, depths side by side (docs/training.md, "Model size").
 """
 
 from __future__ import annotations
@@ -20,13 +20,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 from textgen.model.device import autocast
 from textgen.model.transformer import Transformer
-from textgen.settings import ModelConfig, TrainConfig
+from textgen.settings import ModelConfig, ModelShape, TrainConfig
 from textgen.training.optim import make_optimizer
 from textgen.training.recipe import depth_shape
 from textgen.units import count
@@ -100,14 +99,14 @@ class Sizing:
     def describe(self) -> str:
         speed = f" at {self.tokens_per_second:,.0f} tokens/s" if self.tokens_per_second else ""
         return (
-            f"size auto: {self.depth} layers × {depth_shape(self.depth)['n_embd']} wide "
+            f"size auto: {self.depth} layers × {depth_shape(self.depth).n_embd} wide "
             f"({count(self.parameters)} parameters) for {count(self.planned_tokens)} tokens of "
             f"training{speed}, on {self.corpus_tokens:,} tokens of text"
         )
 
 
 def choose(
-    architecture: dict[str, Any],
+    shape: ModelShape,
     vocab_size: int,
     corpus_tokens: int,
     train: TrainConfig,
@@ -116,14 +115,14 @@ def choose(
     speed: Callable[[ModelConfig, TrainConfig, torch.device], float] = training_speed,
 ) -> Sizing:
     """The depth for a run of `train`'s budget on `corpus_tokens` tokens of training text.
-    `architecture` holds the other ModelConfig fields (context, dropout, ...)."""
-    step_tokens = train.batch_size * architecture.get("context_window", ModelConfig.context_window)
+    `shape` gives the other ModelConfig fields (context, dropout, ...)."""
+    step_tokens = train.batch_size * shape.context
     step_limit = train.steps * step_tokens if train.steps else float("inf")
 
     def sized(depth: int) -> Sizing | None:
         """The sizing for `depth`; None beyond the data limit, checked before any time is
         spent measuring."""
-        config = ModelConfig(vocab_size=vocab_size, **{**architecture, **depth_shape(depth)})
+        config = shape.but(depth_shape(depth)).config(vocab_size)
         count = parameters(config)
         if depth > MIN_DEPTH and count > PARAMETERS_PER_TOKEN * corpus_tokens:
             return None

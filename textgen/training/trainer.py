@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,6 +26,7 @@ from textgen.records import (
     EvalReport,
     EvalResult,
     Notice,
+    Progress,
     RunStarted,
     StepReport,
     TrainResult,
@@ -40,27 +40,6 @@ from textgen.training.optim import fraction_done, lr_multiplier, make_optimizer
 from textgen.training.stopping import StopRequests, stopped_by
 
 REPORT_SECONDS = 0.25  # between progress reports
-
-
-@dataclass
-class Progress:
-    step: int = 0
-    tokens_seen: int = 0
-    elapsed: float = 0.0  # seconds of training, over every resumed part of the run
-    smoothed_loss: float = math.nan
-
-    def add_loss(self, value: float) -> None:
-        previous = self.smoothed_loss
-        self.smoothed_loss = value if math.isnan(previous) else 0.9 * previous + 0.1 * value
-
-    def summary(self) -> dict[str, Any]:
-        """How far the run is, as config.json and metrics.jsonl record it."""
-        return {
-            "steps": self.step,
-            "tokens_seen": self.tokens_seen,
-            "elapsed_seconds": round(self.elapsed, 2),
-            "train_loss": self.smoothed_loss,
-        }
 
 
 class Trainer:
@@ -196,8 +175,7 @@ class Trainer:
             max_tokens=None if final else self.config.eval_tokens,
             first_tokens=self.config.eval_tokens,
         )
-        summary = self.progress.summary()
-        kept = checkpoints.record(self.model, summary, evaluation, final)
+        kept = checkpoints.record(self.model, self.progress, evaluation, final)
         p = self.progress
         result = evaluation.result
         self.callback(
@@ -207,7 +185,7 @@ class Trainer:
 
     def checkpoint(self, checkpoints: Checkpointer) -> None:
         if self.world.is_main:
-            checkpoints.checkpoint(self.model, self.progress.summary(), self.state_dict())
+            checkpoints.checkpoint(self.model, self.progress, self.state_dict())
 
     # -- the loop -----------------------------------------------------------------------------
 

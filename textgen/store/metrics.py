@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from textgen.files import finite, write_text
-from textgen.model.folder import METRICS
+from textgen.store.folder import METRICS
 
 
 def append_metrics(folder: Path, record: dict[str, Any]) -> None:

@@ -5,7 +5,7 @@
         model.safetensors   weights (never a pickle: loading a model runs no code)
         tokenizer.json      the HF `tokenizers` file, loadable by any HF tool
         train_state.pt      optimizer, step and RNG state for resuming (weights_only load)
-        metrics.jsonl       one line per evaluation (`textgen.model.metrics`)
+        metrics.jsonl       one line per evaluation (`textgen.store.metrics`)
 
 Every write is atomic (`textgen.files`), so a crash at any moment leaves the last good
 file whole.
@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +30,7 @@ from textgen.text.tokenizer import Tokenizer
 if TYPE_CHECKING:
     import torch
 
+    from textgen.model.loaded import LoadedModel
     from textgen.model.transformer import Transformer
 
 FORMAT_VERSION = 1
@@ -239,20 +239,6 @@ def _training_summary(training: Any) -> dict[str, Any]:
     return kept
 
 
-@dataclass
-class LoadedModel:
-    """A model ready to run: weights, tokenizer and what config.json says about them."""
-
-    folder: Path
-    model: Transformer
-    tokenizer: Tokenizer
-    config: dict[str, Any]
-
-    @property
-    def model_config(self) -> ModelConfig:
-        return self.model.config
-
-
 def load(folder: Path, device: torch.device | None = None, dtype: str = "float32") -> LoadedModel:
     """Load and validate a model folder; every mismatch is an error naming the file.
     Everything is checked against config.json before a single weight is allocated: the
@@ -263,6 +249,7 @@ def load(folder: Path, device: torch.device | None = None, dtype: str = "float32
     from safetensors.torch import load_file
 
     from textgen.model.device import inference_dtype
+    from textgen.model.loaded import LoadedModel
     from textgen.model.transformer import Transformer
 
     config = read_config(folder)

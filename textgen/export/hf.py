@@ -17,24 +17,35 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import processors
-
+from textgen.export.format import ARCEE, GPT2, Format, Target, tensor
 from textgen.files import write_json, write_text
-from textgen.model.export import GPT2, Target, tensor
-from textgen.model.folder import LoadedModel
-from textgen.model.transformer import Transformer
-from textgen.text.tokenizer import END_OF_TEXT, Tokenizer
 
-# nn.RMSNorm without an eps uses the float32 machine epsilon
-RMS_EPS = torch.finfo(torch.float32).eps
+if TYPE_CHECKING:
+    import torch
+
+    from textgen.model.loaded import LoadedModel
+    from textgen.model.transformer import Transformer
+    from textgen.text.tokenizer import Tokenizer
+
+# nn.RMSNorm without an eps uses the float32 machine epsilon, 2**-23
+RMS_EPS = 2.0**-23
 LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default
+# The files an export folder holds: `--overwrite` replaces a folder of these alone.
+FILES = frozenset(
+    {
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    }
+)
 
 
-def write(lm: LoadedModel, folder: Path, target: Target, dtype: torch.dtype) -> None:
+def write(lm: LoadedModel, folder: Path, target: Target, dtype: str) -> None:
     from safetensors.torch import save_file
 
     model, tokenizer = lm.model, lm.tokenizer
@@ -44,7 +55,7 @@ def write(lm: LoadedModel, folder: Path, target: Target, dtype: torch.dtype) -> 
         weights, config = _arcee_weights(model), _arcee_config(model, tokenizer.eot_id)
     state = {name: tensor(weight, dtype) for name, weight in weights.items()}
     save_file(state, str(folder / "model.safetensors"), {"format": "pt"})
-    write_json(folder / "config.json", {**config, "torch_dtype": str(dtype)[6:]})
+    write_json(folder / "config.json", {**config, "torch_dtype": dtype})
     write_json(folder / "generation_config.json", _generation_config(tokenizer.eot_id))
     _write_tokenizer(folder, tokenizer, model.config.context_window)
 
@@ -57,6 +68,8 @@ def rotate_half_order(head_dim: int) -> list[int]:
 
 
 def _arcee_weights(model: Transformer) -> dict[str, torch.Tensor]:
+    import torch
+
     c = model.config
     order = torch.tensor(rotate_half_order(c.head_dim))
     rows = torch.cat([order + h * c.head_dim for h in range(c.n_head)])
@@ -111,6 +124,8 @@ def _arcee_config(model: Transformer, eot: int) -> dict[str, Any]:
 
 
 def _gpt2_weights(model: Transformer) -> dict[str, torch.Tensor]:
+    import torch
+
     def zeros(n: int) -> torch.Tensor:
         return torch.zeros(n)
 
@@ -180,6 +195,11 @@ def _generation_config(eot: int) -> dict[str, Any]:
 
 
 def _write_tokenizer(folder: Path, tokenizer: Tokenizer, context: int) -> None:
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import processors
+
+    from textgen.text.tokenizer import END_OF_TEXT
+
     hf = HFTokenizer.from_str(tokenizer.to_json())
     hf.post_processor = processors.TemplateProcessing(  # the end-of-text marker first
         single=f"{END_OF_TEXT} $A",
@@ -203,3 +223,17 @@ def _write_tokenizer(folder: Path, tokenizer: Tokenizer, context: int) -> None:
 
 def read_config(folder: Path) -> dict[str, Any]:
     return json.loads((folder / "config.json").read_text())
+
+
+FORMAT = Format(
+    name="hf",
+    title="Hugging Face",
+    summary="a Hugging Face transformers folder",
+    tool="transformers",
+    targets=(ARCEE, GPT2),
+    dtypes=("float32", "float16", "bfloat16"),
+    write=write,
+    loading="load it with transformers: AutoModelForCausalLM.from_pretrained({out!r}) and "
+    "AutoTokenizer.from_pretrained({out!r})",
+    files=FILES,
+)

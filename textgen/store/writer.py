@@ -22,7 +22,7 @@ from pathlib import Path
 
 from textgen.errors import TextgenError
 from textgen.files import WriteError, why_not
-from textgen.model.folder import CONFIG, METRICS, TOKENIZER, TRAIN_STATE, WEIGHTS
+from textgen.store.folder import CONFIG, METRICS, TOKENIZER, TRAIN_STATE, WEIGHTS
 
 OWN_FILES = frozenset({CONFIG, WEIGHTS, TOKENIZER, TRAIN_STATE, METRICS})
 SYSTEM_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})  # written by file browsers

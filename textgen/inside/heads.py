@@ -25,7 +25,7 @@ from collections.abc import Iterable
 
 import torch
 
-from textgen.model.readout import attention_patterns
+from textgen.inside.readout import attention_patterns
 from textgen.model.transformer import Transformer
 from textgen.records import HeadStats
 from textgen.text.tokenizer import Tokenizer

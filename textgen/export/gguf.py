@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from textgen.errors import TextgenError
-from textgen.model.export import ARCEE, tensor
-from textgen.model.export.hf import RMS_EPS
-from textgen.model.folder import LoadedModel
-from textgen.model.transformer import Transformer
-from textgen.text.tokenizer import Tokenizer
+from textgen.export.format import ARCEE, Format, Target, tensor
+from textgen.export.hf import RMS_EPS
+
+if TYPE_CHECKING:
+    import torch
+
+    from textgen.model.loaded import LoadedModel
+    from textgen.model.transformer import Transformer
+    from textgen.text.tokenizer import Tokenizer
 
 
 def _writer_module():  # noqa: ANN202
@@ -33,10 +36,10 @@ def _writer_module():  # noqa: ANN202
     return gguf
 
 
-def write(lm: LoadedModel, path: Path, dtype: torch.dtype) -> None:
+def write(lm: LoadedModel, path: Path, target: Target, dtype: str) -> None:
     gguf = _writer_module()
     model, config = lm.model, lm.model_config
-    writer = gguf.GGUFWriter(str(path), arch=ARCEE.name)
+    writer = gguf.GGUFWriter(str(path), arch=target.name)
     writer.add_name(lm.folder.name)
     writer.add_context_length(config.context_window)
     writer.add_embedding_length(config.n_embd)
@@ -48,12 +51,12 @@ def write(lm: LoadedModel, path: Path, dtype: torch.dtype) -> None:
     writer.add_rope_freq_base(config.rope_base)
     writer.add_layer_norm_rms_eps(RMS_EPS)
     writer.add_vocab_size(config.vocab_size)
-    f16 = dtype == torch.float16
+    f16 = dtype == "float16"
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if f16 else gguf.LlamaFileType.ALL_F32)
     _add_tokenizer(writer, lm.tokenizer, gguf)
     for name, weight in _weights(model).items():
         vector = weight.dim() == 1  # norm gains stay in float32, as llama.cpp keeps them
-        writer.add_tensor(name, tensor(weight, torch.float32 if vector else dtype).numpy())
+        writer.add_tensor(name, tensor(weight, "float32" if vector else dtype).numpy())
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -101,3 +104,16 @@ def _add_tokenizer(writer, tokenizer: Tokenizer, gguf) -> None:  # noqa: ANN001
     writer.add_eos_token_id(tokenizer.eot_id)
     writer.add_add_bos_token(True)  # `<|endoftext|>` starts a text
     writer.add_add_eos_token(False)
+
+
+FORMAT = Format(
+    name="gguf",
+    title="GGUF",
+    summary="one GGUF file, for llama.cpp and ollama",
+    tool="llama.cpp",
+    targets=(ARCEE,),
+    dtypes=("float32", "float16"),
+    write=write,
+    loading="run it with llama.cpp: llama-cli -m {out} -p 'The'",
+    suffix=".gguf",
+)
