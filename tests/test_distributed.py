@@ -57,7 +57,7 @@ def _train(folder, corpus_file, **overrides):
 def test_micro_batches_train_the_same_model_as_the_whole_batch(tmp_path, corpus_file, optimizer):
     whole = _train(tmp_path / "whole", corpus_file, optimizer=optimizer)
     parts = _train(tmp_path / "parts", corpus_file, optimizer=optimizer, micro_batch_size=2)
-    assert whole.tokens_seen == parts.tokens_seen == 4 * 8 * TINY["context_window"]
+    assert whole.tokens_seen == parts.tokens_seen == 4 * 8 * TINY.context_window
     assert_same_weights(tmp_path / "whole", tmp_path / "parts")
 
 
@@ -104,13 +104,12 @@ def test_training_flops_count_every_matrix_multiply_once(monkeypatch):
 
     from textgen.inside.readout import attention_weights
     from textgen.model.transformer import Transformer
-    from textgen.settings import ModelConfig
 
     def explicit(q, k, v, attn_mask=None, is_causal=False):
         return attention_weights(q, k) @ v  # (B, H, T, D)
 
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", explicit)
-    config = ModelConfig(vocab_size=300, **TINY)
+    config = TINY.config(300)
     model = Transformer(config)
     ids = torch.randint(0, 300, (1, config.context_window))
     with FlopCounterMode(display=False) as counter, torch.no_grad():

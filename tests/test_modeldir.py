@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -162,3 +164,17 @@ def test_a_hand_edited_config_cannot_make_textgen_allocate_its_size(folder_copy)
     path.write_text(json.dumps(data))
     with pytest.raises(TextgenError, match="context window must be 2 to 1,048,576 tokens"):
         model_folder.load(folder_copy)
+
+
+def test_loading_a_model_leaves_torch_s_compiler_unloaded(trained_folder):
+    """`textgen generate`'s first token waits for the model to load: building it must not
+    initialise weights it then overwrites (on the meta device that loads torch._dynamo,
+    a second or more of start-up)."""
+    check = (
+        "import sys; from pathlib import Path; from textgen.store.folder import load; "
+        f"lm = load(Path({str(trained_folder)!r})); "
+        "print(sorted(m for m in ('torch._dynamo', 'torch._inductor') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

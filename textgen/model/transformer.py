@@ -52,6 +52,23 @@ def apply_rotary(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(pairs * rotation).flatten(-2).type_as(x)
 
 
+class Linear(nn.Linear):
+    """nn.Linear without an initialisation of its own: a new Transformer initialises
+    every weight itself (`_init_all`), and a loaded model's weights come from its file,
+    so torch's default initialisation would be work thrown away (and, on the meta
+    device, it loads torch's compiler: a second of start-up)."""
+
+    def reset_parameters(self) -> None:
+        pass
+
+
+class Embedding(nn.Embedding):
+    """nn.Embedding without an initialisation of its own (see `Linear`)."""
+
+    def reset_parameters(self) -> None:
+        pass
+
+
 def make_norm(config: ModelConfig) -> nn.Module:
     if config.norm == "rmsnorm":
         return nn.RMSNorm(config.n_embd)
@@ -67,8 +84,8 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.config = config
         self.layer_index = layer_index
-        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=False)  # fused Q, K, V
-        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
+        self.qkv = Linear(config.n_embd, 3 * config.n_embd, bias=False)  # fused Q, K, V
+        self.proj = Linear(config.n_embd, config.n_embd, bias=False)
 
     def queries_keys_values(
         self, x: torch.Tensor, rotary: torch.Tensor | None
@@ -110,8 +127,8 @@ class MLP(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         hidden = config.mlp_ratio * config.n_embd
-        self.up = nn.Linear(config.n_embd, hidden, bias=False)
-        self.down = nn.Linear(hidden, config.n_embd, bias=False)
+        self.up = Linear(config.n_embd, hidden, bias=False)
+        self.down = Linear(hidden, config.n_embd, bias=False)
         self.activation = config.activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -141,9 +158,9 @@ class Transformer(nn.Module):
         for weights that are loaded right after."""
         super().__init__()
         self.config = config
-        self.embed = nn.Embedding(config.vocab_size, config.n_embd)
+        self.embed = Embedding(config.vocab_size, config.n_embd)
         self.pos_embed = (
-            nn.Embedding(config.context_window, config.n_embd)
+            Embedding(config.context_window, config.n_embd)
             if config.position == "learned"
             else None
         )
@@ -154,7 +171,7 @@ class Transformer(nn.Module):
             self.reset_buffers()
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.norm_out = make_norm(config)
-        self.unembed = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.unembed = Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.unembed.weight = self.embed.weight
         if init_weights:

@@ -261,9 +261,8 @@ def load(folder: Path, device: torch.device | None = None, dtype: str = "float32
         raise TextgenError(f"{path}: missing; the model was never saved (train it first)")
     _check_memory(folder, model_config)
     with torch.device("meta"):  # the expected shapes, without allocating anything
-        expected = {
-            k: tuple(v.shape) for k, v in _weights_to_save(Transformer(model_config)).items()
-        }
+        skeleton = Transformer(model_config, init_weights=False)
+    expected = {k: tuple(v.shape) for k, v in _weights_to_save(skeleton).items()}
     _check_shapes(path, expected)
     try:
         state = load_file(str(path))

@@ -191,7 +191,7 @@ def _resume(
     config = _resumed_config(folder, state, more_steps, more_time, changes)
     device, world, callback = _start(config, callback)
     tokenizer = model_folder.load_tokenizer(folder)
-    model = Transformer(meta["model_config"])
+    model = Transformer(meta["model_config"], init_weights=False)  # weights: the checkpoint's
     try:
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError) as exc:
