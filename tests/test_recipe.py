@@ -16,7 +16,7 @@ from textgen.settings import ModelConfig, ModelShape, SampleConfig, TrainConfig
 from textgen.store import folder as model_folder
 from textgen.text.segmentations import MAX_SEGMENTATIONS, segmentations
 from textgen.training.optim import Muon, fraction_done, lr_multiplier, make_optimizer, orthogonalize
-from textgen.training.recipe import default_dropout, for_corpus, model_shape
+from textgen.training.recipe import default_dropout, for_corpus, held_out_tokens, model_shape
 
 D = 16
 
@@ -240,3 +240,13 @@ def test_what_a_shape_leaves_open_the_recipe_fills_and_what_it_gives_wins():
         "n_embd": 128,
         "n_head": 2,
     }
+
+
+def test_validation_holds_out_a_small_share_but_enough_tokens_for_a_steady_figure():
+    assert held_out_tokens(1_000_000) == 10_000  # 1 %
+    assert held_out_tokens(100_000) == 2048  # at least 2,048 tokens ...
+    assert held_out_tokens(5_000) == 500  # ... but never more than a tenth of a small corpus
+    assert held_out_tokens(10**9) == 2**18  # a cap on large corpora
+    assert held_out_tokens(1_000_000, fraction=0.1) == 100_000  # --val-fraction, as given
+    assert held_out_tokens(10**9, fraction=0.1) == 2**18
+    assert held_out_tokens(10, fraction=0.01) == 2  # something to validate on, always

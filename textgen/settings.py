@@ -213,7 +213,7 @@ class TrainConfig:
     save_every_seconds: float | None = None  # ... or this often in wall-clock time
     eval_tokens: int = 32768  # tokens per periodic validation pass; the final one reads all
     keep_best: bool = True  # model.safetensors holds the weights with the best validation loss
-    val_fraction: float = 0.1
+    val_fraction: float | None = None  # share held out; None: recipe.held_out_tokens decides
     seed: int = 1337
     device: str = "auto"
 
@@ -270,7 +270,8 @@ class TrainConfig:
         )
         _require(self.eval_tokens >= 1, "eval tokens must be at least 1")
         _require(
-            _finite(self.val_fraction) and 0 < self.val_fraction < 0.5,
+            self.val_fraction is None
+            or (_finite(self.val_fraction) and 0 < self.val_fraction < 0.5),
             "{name} must be within (0, 0.5)",
             "val_fraction",
         )

@@ -103,8 +103,8 @@ def train(
     val_fraction: Annotated[
         float | None,
         typer.Option(
-            help="Share of the corpus held out, at most 262k tokens."
-            f"  [default: {_default('val_fraction')}]",
+            help="Share of the corpus held out for validation (at most 262k tokens). "
+            "Default: 1 %, at least 2k tokens (at most a tenth of a small corpus).",
         ),
     ] = None,
     seed: Annotated[

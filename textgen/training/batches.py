@@ -13,12 +13,8 @@ from textgen.errors import SettingError, TextgenError
 from textgen.settings import TrainConfig
 from textgen.text.corpus import Corpus
 from textgen.text.tokens import TokenFile
+from textgen.training.recipe import held_out_tokens
 from textgen.units import plural
-
-# The held-out share of the corpus is capped: the final validation pass reads all of it, and
-# past a quarter-million tokens more text changes the figure in its third decimal only.
-MAX_VAL_TOKENS = 2**18
-
 
 REPETITIVE_BYTES_PER_TOKEN = 32  # ordinary text: 2-6; a corpus past this repeats itself
 
@@ -71,9 +67,10 @@ class Split:
 def split(
     token_file: TokenFile, config: TrainConfig, context: int, corpus: Corpus | None = None
 ) -> Split:
-    """The training and validation tokens of the token file: the last part is held out."""
+    """The training and validation tokens of the token file: the last part is held out
+    (as much as `textgen.training.recipe.held_out_tokens` says)."""
     tokens = token_file.array()
-    n_val = min(MAX_VAL_TOKENS, max(2, int(len(tokens) * config.val_fraction)))
+    n_val = held_out_tokens(len(tokens), config.val_fraction)
     train_tokens, val_tokens = tokens[:-n_val], tokens[-n_val:]
     if len(train_tokens) < context + 1:
         raise TextgenError(
