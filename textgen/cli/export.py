@@ -42,9 +42,7 @@ def export(
         str | None,
         typer.Option(
             help="The weights' precision: "
-            + "; ".join(
-                f"{', '.join(f.dtypes[:-1])} or {f.dtypes[-1]} ({f.name})" for f in FORMATS.values()
-            )
+            + "; ".join(f"{f.precisions} ({f.name})" for f in FORMATS.values())
             + ".  [default: float32]",
             show_default=False,
         ),

@@ -51,6 +51,11 @@ class Format:
     def is_file(self) -> bool:
         return self.suffix is not None
 
+    @property
+    def precisions(self) -> str:
+        """The dtypes it takes, as a sentence says them: "float32, float16 or bfloat16"."""
+        return f"{', '.join(self.dtypes[:-1])} or {self.dtypes[-1]}"
+
 
 def tensor(weight: torch.Tensor, dtype: str) -> torch.Tensor:
     """A weight as an export holds it: on the CPU, contiguous, in `dtype` (float32, ...)."""
