@@ -274,7 +274,7 @@ def test_exporting_what_cannot_be_exported_is_one_line_and_writes_nothing(
     taken = tmp_path / "taken.gguf"
     taken.write_bytes(b"the user's file")
     code, _, err = textgen(str(taken), "--model", str(trained_folder))
-    one_line_error(code, err, 1, "already exists; add --overwrite")
+    one_line_error(code, err, 1, "exists and is not a GGUF export, so it is never replaced")
     assert taken.read_bytes() == b"the user's file"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["qk", "taken.gguf"]
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from textgen.errors import SettingError, TextgenError
+from textgen.errors import TextgenError
 
 LOW_SPACE_BYTES = 1 << 20  # a failed write with less free than this: the disk is full
 
@@ -36,7 +36,9 @@ class WriteError(TextgenError):
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Call `write(tmp)` on a temporary path beside `path`, then rename it over `path`."""
+    """Call `write(tmp)` on a temporary path beside `path`, then rename it over `path`
+    (through a symlink: over the file it points to, the link kept)."""
+    path = Path(os.path.realpath(path))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -92,13 +94,16 @@ def remove_temporaries(folder: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def check_new_file(path: Path, option: str, what: str, overwrite: bool) -> None:
-    """A file that `option` is to write: never a folder, and an existing file only with
-    --overwrite (nothing the user had is replaced unasked). `what`: "a .png file"."""
-    if path.is_dir():
-        raise SettingError(f"{option} {path}: that is a folder; name {what}")
-    if path.exists() and not overwrite:
-        raise SettingError(f"{option} {path}: the file exists; pass --overwrite to replace it")
+def check_writable(folder: Path) -> None:
+    """A WriteError now, before any work, where no file can be made in `folder` (read-only,
+    immutable, a read-only mount): later, it would cost the run."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".textgen-probe.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        reason = why_not(exc, folder)
+        raise WriteError(f"{folder}: cannot write there ({reason})", reason) from None
 
 
 def write_text(path: Path, text: str) -> None:

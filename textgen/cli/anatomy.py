@@ -26,7 +26,7 @@ from textgen.cli.options import (
     save_picture,
 )
 from textgen.errors import SettingError
-from textgen.files import check_new_file
+from textgen.store.guard import check_new_file
 from textgen.ui import anatomy, jsonout
 from textgen.ui.console import make_console, notice
 

@@ -22,6 +22,7 @@ from textgen.export import gguf, hf
 from textgen.export.format import Format, Target
 from textgen.files import WriteError, atomic_write, why_not
 from textgen.settings import ModelConfig
+from textgen.store.guard import refuse_model
 
 if TYPE_CHECKING:
     from textgen.model.loaded import LoadedModel
@@ -72,25 +73,26 @@ def _mismatches(config: ModelConfig, target: Target) -> list[str]:
 
 
 def check_destination(out: Path, form: Format, overwrite: bool) -> None:
-    """Before any work: OUT is new, or --overwrite replaces a previous export (never a
-    folder or file of anything else)."""
+    """Before any work: OUT is new, or (with --overwrite) a previous export in this format.
+    Nothing else is ever replaced: a textgen model, a folder holding one or a file of one
+    least of all (`textgen.store.guard`)."""
     if not out.exists():
         return
-    if not overwrite:
-        raise TextgenError(f"{out} already exists; add --overwrite to replace it")
-    if form.is_file:
-        if out.is_dir():
-            raise TextgenError(
-                f"{out} is a folder; a {form.title} export is a file, e.g. {out}{form.suffix}"
-            )
-        return
-    if not out.is_dir():
-        raise TextgenError(f"{out} is a file; an export to {form.tool} is a folder")
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in form.files)
-    if foreign:
+    refuse_model(out, "")
+    if form.is_file and out.is_dir():
         raise TextgenError(
-            f"{out} holds files an export does not write ({', '.join(foreign[:3])}); "
+            f"{out} is a folder; a {form.title} export is a file, e.g. {out}{form.suffix}"
+        )
+    if not form.is_file and not out.is_dir():
+        raise TextgenError(f"{out} is a file; an export to {form.tool} is a folder")
+    if not form.is_export(out):
+        raise TextgenError(
+            f"{out} exists and is not a {form.title} export, so it is never replaced; "
             "choose another destination"
+        )
+    if not overwrite:
+        raise TextgenError(
+            f"{out} holds an earlier {form.title} export; add --overwrite to replace it"
         )
 
 

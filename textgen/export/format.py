@@ -44,8 +44,10 @@ class Format:
     # write(lm, out, target, dtype): into `out`, a new file or folder (see `suffix`)
     write: Callable[[LoadedModel, Path, Target, str], None]
     loading: str  # how to run the export, with {out} for its path
+    # is_export(path): whether `path` holds an export of this format (what --overwrite
+    # may replace; nothing else is ever replaced)
+    is_export: Callable[[Path], bool]
     suffix: str | None = None  # a file with this suffix; None: a folder
-    files: frozenset[str] = frozenset()  # a folder's files: --overwrite replaces only these
 
     @property
     def is_file(self) -> bool:

@@ -106,6 +106,15 @@ def _add_tokenizer(writer, tokenizer: Tokenizer, gguf) -> None:  # noqa: ANN001
     writer.add_add_eos_token(False)
 
 
+def is_export(path: Path) -> bool:
+    """A GGUF file (by its magic number): what --overwrite may replace."""
+    try:
+        with open(path, "rb") as f:
+            return path.is_file() and f.read(4) == b"GGUF"
+    except OSError:
+        return False
+
+
 FORMAT = Format(
     name="gguf",
     title="GGUF",
@@ -116,4 +125,5 @@ FORMAT = Format(
     write=write,
     loading="run it with llama.cpp: llama-cli -m {out} -p 'The'",
     suffix=".gguf",
+    is_export=is_export,
 )

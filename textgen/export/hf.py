@@ -32,7 +32,10 @@ if TYPE_CHECKING:
 # nn.RMSNorm without an eps uses the float32 machine epsilon, 2**-23
 RMS_EPS = 2.0**-23
 LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default
-# The files an export folder holds: `--overwrite` replaces a folder of these alone.
+# config.json's mark of a folder an export wrote (the model it came from): --overwrite
+# replaces such a folder, holding these files alone, and nothing else
+MARK = "textgen_export"
+# The files an export folder holds
 FILES = frozenset(
     {
         "config.json",
@@ -55,7 +58,8 @@ def write(lm: LoadedModel, folder: Path, target: Target, dtype: str) -> None:
         weights, config = _arcee_weights(model), _arcee_config(model, tokenizer.eot_id)
     state = {name: tensor(weight, dtype) for name, weight in weights.items()}
     save_file(state, str(folder / "model.safetensors"), {"format": "pt"})
-    write_json(folder / "config.json", {**config, "torch_dtype": dtype})
+    mark = {MARK: {"model": lm.folder.name}}
+    write_json(folder / "config.json", {**config, "torch_dtype": dtype, **mark})
     write_json(folder / "generation_config.json", _generation_config(tokenizer.eot_id))
     _write_tokenizer(folder, tokenizer, model.config.context_window)
 
@@ -225,6 +229,17 @@ def read_config(folder: Path) -> dict[str, Any]:
     return json.loads((folder / "config.json").read_text())
 
 
+def is_export(folder: Path) -> bool:
+    """A folder an export wrote: its files alone, and config.json marked."""
+    try:
+        if not folder.is_dir() or any(p.name not in FILES for p in folder.iterdir()):
+            return False
+        config = read_config(folder)
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(config, dict) and isinstance(config.get(MARK), dict)
+
+
 FORMAT = Format(
     name="hf",
     title="Hugging Face",
@@ -235,5 +250,5 @@ FORMAT = Format(
     write=write,
     loading="load it with transformers: AutoModelForCausalLM.from_pretrained({out!r}) and "
     "AutoTokenizer.from_pretrained({out!r})",
-    files=FILES,
+    is_export=is_export,
 )

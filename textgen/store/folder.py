@@ -19,12 +19,22 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from textgen.errors import SettingError, TextgenError
 from textgen.files import atomic_write, write_json, write_text
 from textgen.settings import ModelConfig
+from textgen.store.layout import (  # noqa: F401 - the names, for this module's users
+    CONFIG,
+    FORMAT_VERSION,
+    METRICS,
+    SAMPLES,
+    TOKENIZER,
+    TRAIN_STATE,
+    WEIGHTS,
+)
 from textgen.text.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
@@ -33,17 +43,23 @@ if TYPE_CHECKING:
     from textgen.model.loaded import LoadedModel
     from textgen.model.transformer import Transformer
 
-FORMAT_VERSION = 1
-CONFIG = "config.json"
-WEIGHTS = "model.safetensors"
-TOKENIZER = "tokenizer.json"
-TRAIN_STATE = "train_state.pt"
-METRICS = "metrics.jsonl"
-
 
 def models_home() -> Path:
     """Where `--model NAME` lives: $TEXTGEN_HOME, or ./models."""
-    return Path(os.environ.get("TEXTGEN_HOME", "models"))
+    given = os.environ.get("TEXTGEN_HOME")
+    if given is not None and not given.strip():
+        raise TextgenError(
+            "TEXTGEN_HOME is set but empty; set it to a folder, or unset it to keep models "
+            "in ./models"
+        )
+    home = Path(given or "models").expanduser()
+    if home.exists() and not home.is_dir():
+        raise TextgenError(
+            f"TEXTGEN_HOME={given}: a file, not a folder; point it at a folder of models"
+            if given
+            else f"{home.resolve()}: a file, not a folder of models; set TEXTGEN_HOME to a folder"
+        )
+    return home
 
 
 def where_models_live() -> str:
@@ -126,7 +142,7 @@ def survey(home: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """The models in `home`, each summed up from its config and its weights' header (no
     weights are read), and what is wrong with the folders that hold none."""
     summaries, problems = [], []
-    for folder in sorted(p for p in home.glob("*") if (p / CONFIG).exists()):
+    for folder in published(home):
         try:
             meta = read_config(folder)
             parameters = count_parameters(folder)
@@ -151,6 +167,16 @@ def survey(home: Path) -> tuple[list[dict[str, Any]], list[str]]:
     return summaries, problems
 
 
+def published(home: Path) -> list[Path]:
+    """The model folders in `home`, in name order: not the hidden ones (a run's staging
+    folder, `.NAME.new-PID`, among them), and only those with a config.json."""
+    try:
+        entries = sorted(home.iterdir())
+    except OSError:
+        return []
+    return [p for p in entries if not p.name.startswith(".") and (p / CONFIG).is_file()]
+
+
 def tokenizer_record(folder: Path) -> dict[str, Any]:
     """What config.json says of the folder's tokenizer ({} where it says nothing)."""
     try:
@@ -173,6 +199,8 @@ def read_json_config(folder: Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise TextgenError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise TextgenError(f"{path}: not a config textgen wrote (nested too deeply)") from None
     except OSError as exc:
         raise TextgenError(f"{path}: cannot read it ({exc.strerror})") from None
     if not isinstance(data, dict):
@@ -330,6 +358,8 @@ def read_header(path: Path) -> dict[str, dict[str, Any]]:
             shape = entry["shape"]
             if not all(isinstance(n, int) and n >= 0 for n in shape):
                 raise ValueError("bad shape")
+    except RecursionError:
+        raise TextgenError(f"{path}: unreadable (its header is nested too deeply)") from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise TextgenError(f"{path}: unreadable or truncated ({exc})") from None
     return tensors
@@ -348,10 +378,15 @@ def load_train_state(folder: Path) -> dict[str, Any]:
     import torch
 
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns of what it refuses: the line says it
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # torch raises many kinds here (unpickling, zip, EOF), with advice
         state = None  # that does not apply: textgen never loads a pickle that runs code
-    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+    step = state.get("step") if isinstance(state, dict) else None
+    elapsed = state.get("elapsed", 0) if isinstance(state, dict) else None
+    counts = isinstance(step, int) and not isinstance(step, bool) and step >= 0
+    if not counts or not isinstance(elapsed, int | float) or not 0 <= elapsed < math.inf:
         raise TextgenError(
             f"{path}: unreadable or damaged, so this run cannot be resumed; the model itself "
             "still loads: train a new one with --overwrite"

@@ -34,7 +34,7 @@ def read_metrics(folder: Path) -> list[dict[str, Any]]:
     for line in lines:
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # cut short, or nested past reason
             continue
         if _valid_metrics(record):
             by_step[record["step"]] = record
@@ -77,5 +77,5 @@ def _after(line: str, step: int) -> bool:
             and isinstance(record.get("step"), int)
             and record["step"] > step
         )
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return True  # a line cut short: the crash came after the checkpoint

@@ -14,17 +14,16 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
-import json
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from textgen.errors import TextgenError
-from textgen.files import WriteError, why_not
-from textgen.store.folder import CONFIG, METRICS, TOKENIZER, TRAIN_STATE, WEIGHTS
+from textgen.files import WriteError, check_writable, why_not
+from textgen.store.guard import textgen_config
+from textgen.store.layout import CONFIG, METRICS, MODEL_FILES, TOKENIZER, WEIGHTS
 
-OWN_FILES = frozenset({CONFIG, WEIGHTS, TOKENIZER, TRAIN_STATE, METRICS})
 SYSTEM_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})  # written by file browsers
 
 
@@ -49,8 +48,8 @@ class FolderContents:
         except OSError as exc:
             raise TextgenError(f"{folder}: cannot read it ({exc.strerror})") from None
         temporary = [n for n in names if n.startswith(".") and n.endswith(".tmp")]
-        foreign = [n for n in names if n not in OWN_FILES | SYSTEM_FILES and n not in temporary]
-        config = _config(folder / CONFIG) if CONFIG in names else None
+        foreign = [n for n in names if n not in MODEL_FILES | SYSTEM_FILES and n not in temporary]
+        config = textgen_config(folder / CONFIG) if CONFIG in names else None
         not_ours = []
         if CONFIG in names and config is None:
             not_ours.append(CONFIG)
@@ -79,45 +78,47 @@ class FolderContents:
             )
 
 
-def _config(path: Path) -> dict | None:
-    """config.json as textgen writes it (a JSON object with a format version), or None."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and "format_version" in data else None
-
-
 class Staging:
-    """A folder beside `target` where a new model is built, put in place by `publish`."""
+    """A folder beside `target` where a new model is built, put in place by `publish`.
+    A symlinked target is followed: the new model is built beside the folder the link
+    points to and takes that folder's place, the link left as it was."""
 
     def __init__(self, target: Path) -> None:
-        self.target = target
-        place = target.resolve()
-        self.path = place.parent / f".{place.name}.new-{os.getpid()}"
+        self.target = target  # as the user named it, for messages
+        self.place = target.resolve()  # where the folder really is
+        self.path = self.place.parent / f".{self.place.name}.new-{os.getpid()}"
         self.published = False
 
     def create(self) -> Path:
-        """An empty staging folder (and a leftover of a run that died, removed): the
-        first write of a run, so an unwritable place is found before any work."""
-        for leftover in self.path.parent.glob(f".{self.target.resolve().name}.new-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+        """An empty staging folder (the leftovers of runs that died, removed), once it is
+        clear that the new model can be put in place: the first write of a run, so an
+        unwritable place is found before any work."""
+        for leftover in self.place.parent.glob(f".{self.place.name}.new-*"):
+            if leftover == self.path or not _running(leftover.name.rpartition("-")[2]):
+                shutil.rmtree(leftover, ignore_errors=True)
+        if self.place.exists():
+            if os.path.ismount(self.place):
+                raise TextgenError(
+                    f"{self.target} is a mount point, so a new model cannot take its place; "
+                    f"train into a folder inside it (--model {self.target / 'NAME'})"
+                )
+            check_writable(self.place)  # its old files are removed once replaced
         try:
             self.path.mkdir(parents=True)
         except OSError as exc:
-            folder, reason = self.target.parent, why_not(exc, self.target.parent)
+            folder, reason = self.place.parent, why_not(exc, self.place.parent)
             raise WriteError(f"{folder}: cannot write there ({reason})", reason) from None
         return self.path
 
     def publish(self) -> Path:
         """Put the staging folder in place of the target, and remove what it replaces."""
-        if not self.target.exists():
-            os.replace(self.path, self.target)
-        elif not _exchange(self.path, self.target):
+        if not self.place.exists():
+            os.replace(self.path, self.place)
+        elif not _exchange(self.path, self.place):
             # no atomic exchange here: two renames, the old model aside for the moment between
             aside = self.path.with_name(self.path.name.replace(".new-", ".old-"))
-            os.replace(self.target, aside)
-            os.replace(self.path, self.target)
+            os.replace(self.place, aside)
+            os.replace(self.path, self.place)
             os.replace(aside, self.path)
         shutil.rmtree(self.path, ignore_errors=True)  # the old model, now at self.path
         self.published = True
@@ -126,6 +127,21 @@ class Staging:
     def discard(self) -> None:
         if not self.published:
             shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _running(pid: str) -> bool:
+    """Whether the process `pid` (a staging folder's suffix) is still running."""
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OverflowError:
+        return False
+    except PermissionError:
+        return True  # another user's process, alive
+    return True
 
 
 RENAME_EXCHANGE = 2  # linux/fs.h

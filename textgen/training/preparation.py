@@ -69,6 +69,11 @@ def train_tokenizer(
     its corpus, for a later `textgen train` on that corpus to use."""
     with FolderLock(folder):
         contents = FolderContents.of(folder)
+        if contents.has_model:  # its weights would be left without their tokenizer
+            raise TextgenError(
+                f"{folder} holds a trained model, whose tokenizer is replaced only with the "
+                "model (textgen train --overwrite); train this tokenizer into another --model"
+            )
         contents.check(folder, overwrite)
         target = folder / model_folder.TOKENIZER
         if contents.has_tokenizer and not overwrite:

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from textgen.errors import SettingError, TextgenError
-from textgen.files import atomic_write, check_new_file
+from textgen.files import atomic_write
+from textgen.store.guard import check_new_file
 
 SIZE_INCHES = (8.0, 5.0)
 DPI = 150
