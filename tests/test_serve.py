@@ -46,8 +46,8 @@ def server(home: Path, *options: str):
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                break
+            if httpx.get(f"{base}/health", timeout=1).status_code in (200, 401):
+                break  # up (401: with a key, /health asks for it too)
         except httpx.HTTPError:
             time.sleep(0.1)
     else:
@@ -211,14 +211,17 @@ def test_the_api_key_is_required_when_set(home):
         assert allowed.completions.create(model="tiny", prompt="x", max_tokens=1).choices
 
 
-def test_sigterm_stops_the_server_gracefully(home):
+def test_sigterm_stops_the_server_with_the_shell_s_status_for_it(home):
     with server(home) as (base, process):
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
+        assert process.wait(timeout=30) == 143  # as during start-up, and every command
         assert process.stderr.read().strip().endswith("stopped (SIGTERM)")
 
 
-def test_ctrl_c_ends_a_stream_in_flight_with_an_error_the_client_raises(home):
+@pytest.mark.parametrize(
+    ("sent", "status"), [(signal.SIGINT, 130), (signal.SIGHUP, 129), (signal.SIGTERM, 143)]
+)
+def test_a_signal_ends_a_stream_in_flight_with_an_error_the_client_raises(home, sent, status):
     with server(home) as (base, process):
         client = OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
         stream = client.completions.create(
@@ -229,10 +232,12 @@ def test_ctrl_c_ends_a_stream_in_flight_with_an_error_the_client_raises(home):
             for chunk in stream:
                 received.append(chunk.choices[0].text)
                 if len(received) == 5:
-                    process.send_signal(signal.SIGINT)
+                    process.send_signal(sent)
         assert len(received) < 2000
-        assert process.wait(timeout=30) == 130
-        assert process.stderr.read().strip().endswith("interrupted")
+        assert process.wait(timeout=30) == status
+        log = process.stderr.read()
+        assert log.strip().endswith(f"stopped ({signal.Signals(sent).name})")
+        assert "Traceback" not in log and "CancelledError" not in log
 
 
 def test_a_port_in_use_or_a_missing_model_is_a_one_line_error(home, running):

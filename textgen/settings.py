@@ -20,6 +20,8 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")  # precisions a model can ru
 MIN_VOCAB_SIZE = 257  # 256 byte tokens + the end-of-text token
 MAX_VOCAB_SIZE = 2**18  # 262,144: beyond the largest vocabularies in use
 MAX_SEED = 2**63 - 1  # what a torch generator takes
+MAX_STOPS = 16  # stop strings a sample takes (the OpenAI API allows 4)
+MAX_STOP_CHARS = 1000  # a stop string is a marker, not a document
 # Bounds on a model's shape: far beyond what textgen trains, and low enough that checking a
 # hand-edited config.json never means allocating terabytes.
 MAX_CONTEXT = 2**20
@@ -300,7 +302,9 @@ class SampleConfig:
     repetition_penalty: float = 1.0  # > 1 discourages tokens already in the context
     max_new_tokens: int = 200
     seed: int | None = None  # same seed, same model, same prompt: same text
-    stop: tuple[str, ...] = ()  # stop before the first occurrence of any of these strings
+    # the text ends before the first of these strings to appear in it (the one whose end
+    # comes first, the longest of those ending together): checked as it streams
+    stop: tuple[str, ...] = ()
     num_samples: int = 1
 
     def __post_init__(self) -> None:
@@ -330,6 +334,12 @@ class SampleConfig:
         _require(self.max_new_tokens >= 0, "{name} must be >= 0", "max_new_tokens")
         _require(self.num_samples >= 1, "{name} must be at least 1", "num_samples")
         _require(all(self.stop), "{name}: a stop string cannot be empty", "stop")
+        _require(
+            len(self.stop) <= MAX_STOPS and all(len(s) <= MAX_STOP_CHARS for s in self.stop),
+            f"{{name}}: at most {MAX_STOPS} stop strings of up to {MAX_STOP_CHARS:,} "
+            "characters each",
+            "stop",
+        )
         _require(
             self.seed is None or 0 <= self.seed <= MAX_SEED,
             f"{{name}} must be 0 to {MAX_SEED}",

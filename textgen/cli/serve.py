@@ -94,7 +94,7 @@ def serve(
         api_key or None,
         Limits(max_tokens=max_tokens),
         log,
+        host,
     )
-    if stopped_by == signal.SIGINT:
-        raise Interrupted(signal.SIGINT)
-    notice(console, "stopped" + (" (SIGTERM)" if stopped_by == signal.SIGTERM else ""))
+    if stopped_by:  # the shell's status for the signal, as during start-up: 130, 143, 129
+        raise Interrupted(stopped_by, f"stopped ({signal.Signals(stopped_by).name})")

@@ -22,9 +22,10 @@ import torch
 
 from textgen.decode.completion import SampleText, step_choices
 from textgen.decode.loop import choose, new_seed, truncate_to_window
-from textgen.errors import TextgenError
+from textgen.errors import SettingError, TextgenError
 from textgen.model.cache import KVCache, RowCache
 from textgen.model.loaded import LoadedModel
+from textgen.model.memory import check_fits, decoding_bytes
 from textgen.records import Sample, TokenRecord
 from textgen.settings import SampleConfig
 
@@ -70,6 +71,11 @@ class BatchEngine:
         self.threads = threads
         config = self.model.config
         parameter = next(self.model.parameters())
+        needed = decoding_bytes(config, slots, parameter.element_size())
+        try:
+            check_fits(needed, parameter.device, f"{slots:,} slots", "slots")
+        except SettingError as exc:  # the server's setting, not a request's
+            raise TextgenError(exc.phrased("--slots")) from None
         self.device, self.window = parameter.device, config.context_window
         self.cache = RowCache(config, slots, parameter.device, parameter.dtype)
         self.rows: list[_Running | None] = [None] * slots

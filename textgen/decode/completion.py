@@ -13,6 +13,7 @@ from dataclasses import replace
 
 from textgen.decode.loop import Step, generate, new_seed, truncate_to_window
 from textgen.model.loaded import LoadedModel
+from textgen.model.memory import check_fits, decoding_bytes
 from textgen.records import Candidate, Generation, Sample, TokenRecord
 from textgen.settings import SampleConfig
 from textgen.text.tokenizer import StreamDecoder, Tokenizer
@@ -20,32 +21,61 @@ from textgen.text.tokenizer import StreamDecoder, Tokenizer
 
 class StopMatcher:
     """Streams text through, holding back anything that might be the start of a stop
-    string, and cuts the text at the first stop string found."""
+    string, and cuts the text before the first stop string to appear (the one whose end
+    comes first; of those ending together, the longest).
+
+    Matching is incremental (Knuth-Morris-Pratt): each stop string keeps how much of it
+    the text now ends with, so every character costs a step per stop string, whatever
+    their length, and the text held back is never longer than the longest of them.
+    """
 
     def __init__(self, stops: tuple[str, ...]) -> None:
         self.stops = stops
+        self.fallbacks = [_fallbacks(s) for s in stops]
+        self.matched = [0] * len(stops)  # of each stop, the length of its prefix the text ends with
         self.pending = ""
         self.stopped = False
 
     def feed(self, piece: str) -> str:
         if self.stopped or not self.stops:
             return "" if self.stopped else piece
-        self.pending += piece
-        cut = min((i for s in self.stops if (i := self.pending.find(s)) >= 0), default=-1)
-        if cut >= 0:
-            out, self.pending, self.stopped = self.pending[:cut], "", True
-            return out
-        hold = max(
-            (n for s in self.stops for n in range(1, len(s)) if self.pending.endswith(s[:n])),
-            default=0,
-        )
-        out = self.pending[: len(self.pending) - hold]
-        self.pending = self.pending[len(out) :]
-        return out
+        text = self.pending + piece
+        for at, char in enumerate(piece, start=len(self.pending)):
+            complete = [self._step(k, char) for k in range(len(self.stops))]
+            if any(complete):
+                longest = max(len(s) for s, done in zip(self.stops, complete, strict=True) if done)
+                self.pending, self.stopped = "", True
+                return text[: at + 1 - longest]
+        hold = max(self.matched)
+        self.pending = text[len(text) - hold :] if hold else ""
+        return text[: len(text) - hold]
+
+    def _step(self, k: int, char: str) -> bool:
+        """Extend stop k's match by `char`; whether it is now complete."""
+        stop, fallback, n = self.stops[k], self.fallbacks[k], self.matched[k]
+        while n and stop[n] != char:
+            n = fallback[n - 1]
+        if stop[n] == char:
+            n += 1
+        self.matched[k] = n
+        return n == len(stop)
 
     def flush(self) -> str:
         out, self.pending = ("" if self.stopped else self.pending), ""
         return out
+
+
+def _fallbacks(stop: str) -> list[int]:
+    """KMP's failure table: for each prefix of `stop`, the length of its longest proper
+    prefix that is also its suffix ("abab" -> [0, 0, 1, 2])."""
+    table, n = [0] * len(stop), 0
+    for i in range(1, len(stop)):
+        while n and stop[i] != stop[n]:
+            n = table[n - 1]
+        if stop[i] == stop[n]:
+            n += 1
+        table[i] = n
+    return table
 
 
 def prompt_window(tokenizer: Tokenizer, prompt: str, window: int) -> tuple[list[int], int | None]:
@@ -84,6 +114,13 @@ class Completion:
         # tokens of the prompt left out (None: a very long prompt, not counted)
         self.dropped_tokens = (
             None if self.prompt_tokens is None else self.prompt_tokens + 1 - len(self.prompt_ids)
+        )
+        parameter = next(lm.model.parameters())
+        check_fits(
+            decoding_bytes(lm.model.config, settings.num_samples, parameter.element_size()),
+            parameter.device,
+            f"{settings.num_samples:,} samples at once",
+            "num_samples",
         )
         self.samples = [Sample() for _ in range(settings.num_samples)]
 

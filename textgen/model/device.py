@@ -80,6 +80,13 @@ def memory_bytes() -> int | None:
         return None
 
 
+def device_memory_bytes(device: torch.device) -> int | None:
+    """The memory `device` has: a GPU's own, else the machine's."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return memory_bytes()
+
+
 def prepare_device(device: torch.device) -> None:
     """Settings that make training faster at no cost in quality: TF32 tensor cores for the
     float32 matrix multiplies left outside autocast, on GPUs that have them; on CPU, a

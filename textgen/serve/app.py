@@ -29,14 +29,22 @@ from textgen.serve.runs import Prompt, Stopping, submit
 from textgen.serve.views import ChatView, CompletionView
 
 Log = Callable[[str], None]
+LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
-def create_app(registry: Registry, api_key: str | None, limits: Limits, log: Log) -> FastAPI:
+def create_app(
+    registry: Registry,
+    api_key: str | None,
+    limits: Limits,
+    log: Log,
+    hosts: frozenset[str] | None = LOOPBACK,
+) -> FastAPI:
     """The OpenAI API over `registry`'s models, with `limits` on each request, the API key
-    checked (None: none asked for) and an access-log line a request to `log`."""
+    checked (None: none asked for), requests for `hosts` only (`allowed_hosts`; None:
+    any) and an access-log line a request to `log`."""
     app = FastAPI(title="textgen", docs_url=None, redoc_url=None)
     app.state.registry = registry
-    app.add_middleware(_Gate, api_key=api_key, log=log)
+    app.add_middleware(_Gate, api_key=api_key, limits=limits, hosts=hosts, log=log)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(TextgenError, _refused)
 
@@ -46,8 +54,7 @@ def create_app(registry: Registry, api_key: str | None, limits: Limits, log: Log
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        names = await run_in_threadpool(registry.available)
-        entries = [{"id": n, "object": "model", "created": 0, "owned_by": "textgen"} for n in names]
+        entries = await run_in_threadpool(registry.entries)
         return {"object": "list", "data": entries}
 
     @app.post("/v1/completions")
@@ -70,12 +77,25 @@ def create_app(registry: Registry, api_key: str | None, limits: Limits, log: Log
 
 
 async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """A body that is not JSON, or not of the request's shape: 400, naming the field."""
-    first = exc.errors()[0] if exc.errors() else {}
-    where = ".".join(str(part) for part in first.get("loc", ())[1:]) or "body"
-    if first.get("type") == "json_invalid":
+    """A body that is not JSON, or not of the request's shape: 400, naming the field (of
+    the ways a field may be given, the error that got deepest into it)."""
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors) or not errors:
         return _error(400, "the body is not valid JSON", param=None)
-    return _error(400, f"{where}: {first.get('msg', 'invalid')}", param=where)
+    paths = [_field_path(e.get("loc", ())) for e in errors]
+    deepest = max(range(len(errors)), key=lambda i: (len(paths[i]), -i))
+    where = ".".join(paths[deepest]) or "body"
+    message = str(errors[deepest].get("msg", "invalid")).removeprefix("Value error, ")
+    return _error(400, f"{where}: {message}", param=where)
+
+
+def _field_path(loc: tuple) -> list[str]:
+    """pydantic's error location as the request's fields (`messages.0.content`): without
+    "body", nor the tags of a union's members (`list[str]`, `function-after[...]`)."""
+    tags = {"str", "int", "float", "bool", "list", "dict", "none"}
+    return [
+        str(part) for part in loc[1:] if isinstance(part, int) or not ("[" in part or part in tags)
+    ]
 
 
 async def _refused(request: Request, exc: TextgenError) -> JSONResponse:
@@ -89,7 +109,8 @@ async def _refused(request: Request, exc: TextgenError) -> JSONResponse:
         return _error(400, exc.phrased(param), param=param)
     if isinstance(exc, Stopping):
         return _error(503, str(exc), "server_error")
-    return _error(503, f"the model cannot be served: {exc}", "server_error")
+    message = await run_in_threadpool(request.app.state.registry.public, str(exc))
+    return _error(503, f"the model cannot be served: {message}", "server_error")
 
 
 async def _prompts(served, texts: list[str]) -> list[Prompt]:  # noqa: ANN001
@@ -105,11 +126,20 @@ async def _respond(view, run, stream: bool, request: Request):  # noqa: ANN001, 
 
 
 class _Gate:
-    """Every request: the API key checked (under /v1) and one access-log line when its
-    response is complete. Plain ASGI, so that a stream's chunks pass straight through."""
+    """Every request, before the app sees it: the Host header checked (a server on a
+    loopback address answers loopback names only, so that a web page cannot reach it
+    through a DNS name of its own), the API key checked (every route), the body bounded
+    (413 past `limits.body_bytes`, announced or streamed); and one access-log line when
+    its response is complete. Plain ASGI, so that a stream's chunks pass straight through."""
 
-    def __init__(self, app, api_key: str | None, log: Log) -> None:  # noqa: ANN001
-        self.app, self.api_key, self.log = app, api_key, log
+    def __init__(self, app, api_key: str | None, limits: Limits, hosts, log: Log) -> None:  # noqa: ANN001
+        self.app, self.api_key, self.limits, self.hosts, self.log = (
+            app,
+            api_key,
+            limits,
+            hosts,
+            log,
+        )
 
     async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
         if scope["type"] != "http":
@@ -117,29 +147,81 @@ class _Gate:
         started, status, done = time.perf_counter(), [0], [False]
 
         async def sending(message) -> None:  # noqa: ANN001
+            if answered[0]:
+                return  # the body was refused: what the app says after that goes nowhere
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
             await send(message)
             if message["type"] == "http.response.body" and not message.get("more_body"):
                 done[0] = True
 
+        received, answered = [0], [False]
+
+        async def receiving():  # noqa: ANN202 - a body without a length, counted as it comes
+            if answered[0]:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            received[0] += len(message.get("body", b""))
+            if received[0] > self.limits.body_bytes and not status[0]:
+                await self._too_large()(scope, receive, sending)
+                answered[0] = True
+                return {"type": "http.disconnect"}  # the app stops reading
+            return message
+
         try:
-            if self.api_key and scope["path"].startswith("/v1") and not self._authorized(scope):
-                refusal = _error(
-                    401,
-                    "a valid API key is needed: Authorization: Bearer KEY",
-                    code="invalid_api_key",
-                )
+            refusal = self._refusal(scope)
+            if refusal is not None:
                 return await refusal(scope, receive, sending)
-            return await self.app(scope, receive, sending)
+            return await self.app(scope, receiving, sending)
         finally:
             seconds = time.perf_counter() - started
             ending = "" if done[0] else " (the client left)"
             self.log(f"{scope['method']} {scope['path']} {status[0]} {seconds:.2f}s{ending}")
 
-    def _authorized(self, scope) -> bool:  # noqa: ANN001
-        given = dict(scope["headers"]).get(b"authorization", b"")
-        return hmac.compare_digest(given, f"Bearer {self.api_key}".encode())
+    def _refusal(self, scope) -> JSONResponse | None:  # noqa: ANN001
+        headers = dict(scope["headers"])
+        host = headers.get(b"host", b"").decode("latin-1")
+        if self.hosts is not None and _hostname(host) not in self.hosts:
+            return _error(
+                400,
+                f"the Host header names {host[:100]!r}, not this server; use "
+                "http://localhost or http://127.0.0.1 (serve --host to listen on others)",
+                param=None,
+            )
+        if self.api_key and not self._authorized(headers):
+            return _error(
+                401,
+                "a valid API key is needed: Authorization: Bearer KEY",
+                code="invalid_api_key",
+            )
+        length = headers.get(b"content-length", b"0")
+        if not length.isdigit() or int(length) > self.limits.body_bytes:
+            return self._too_large()
+        return None
+
+    def _too_large(self) -> JSONResponse:
+        return _error(
+            413, f"the request body is over the server's {self.limits.body_bytes:,} bytes"
+        )
+
+    def _authorized(self, headers: dict[bytes, bytes]) -> bool:
+        scheme, _, key = headers.get(b"authorization", b"").partition(b" ")
+        expected = self.api_key.encode()  # type: ignore[union-attr]
+        return scheme.lower() == b"bearer" and hmac.compare_digest(key.strip(), expected)
+
+
+def allowed_hosts(host: str) -> frozenset[str] | None:
+    """The names a request's Host header may give for a server on `host`: loopback names
+    for a loopback address (None: any, for a server other machines reach)."""
+    return LOOPBACK | {host} if host in LOOPBACK else None
+
+
+def _hostname(header: str) -> str:
+    """A Host header's name, without its port ("[::1]:8000" -> "::1")."""
+    header = header.lower()
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else header
+    return header.rpartition(":")[0] if header.count(":") == 1 else header
 
 
 def _error(

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from textgen.errors import SettingError
 from textgen.records import Sample, TokenRecord
@@ -28,10 +28,26 @@ def api_name(setting: str | None) -> str | None:
     return API_NAMES.get(setting, setting) if setting else None
 
 
+def _unicode(text: str) -> str:
+    """JSON's \\u escapes can spell half a UTF-16 pair, which is no character: refused."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"not valid Unicode (a lone surrogate, \\u{ord(text[exc.start]):04x}, at "
+            f"character {exc.start})"
+        ) from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_unicode)]  # every string a request sends
+
+
 class Limits(BaseModel):
     """What one request may ask for (each a 400 error past it) and how many may wait."""
 
     prompt_bytes: int = 1 << 20
+    body_bytes: int = 8 << 20  # the whole JSON body, refused (413) before it is read past
     max_tokens: int = 2048
     n: int = 8
 
@@ -39,7 +55,7 @@ class Limits(BaseModel):
 class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")  # clients send fields of their own
 
-    model: str
+    model: Text
     max_tokens: int | None = Field(default=None, ge=0)
     max_completion_tokens: int | None = Field(default=None, ge=0)  # chat's newer name
     temperature: float = 1.0  # OpenAI's default
@@ -50,14 +66,14 @@ class _Request(BaseModel):
     n: int = Field(default=1, ge=1)
     stream: bool = False
     stream_options: dict[str, Any] | None = None
-    stop: str | list[str] | None = None
+    stop: Text | list[Text] | None = None
     seed: int | None = None
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
 
     @field_validator("stop")
     @classmethod
-    def _stops(cls, value: str | list[str] | None) -> list[str]:
+    def _stops(cls, value: str | list[str] | None) -> list[str]:  # OpenAI's bound
         stops = [value] if isinstance(value, str) else list(value or [])
         if len(stops) > 4 or not all(stops):
             raise ValueError("stop takes up to 4 non-empty strings")
@@ -88,7 +104,7 @@ class _Request(BaseModel):
 
 
 class CompletionRequest(_Request):
-    prompt: str | list[str] = ""
+    prompt: Text | list[Text] = ""
     max_tokens: int | None = Field(default=16, ge=0)  # OpenAI's default for completions
     logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
     echo: bool = False
@@ -103,15 +119,25 @@ class CompletionRequest(_Request):
         return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
 
 
+class Part(BaseModel):
+    """A part of a message's content: its text parts are read, the others (images, ...)
+    left out."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Text
+    text: Text | None = None
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[dict[str, Any]] | None = ""
+    content: Text | list[Part] | None = ""
 
     def text(self) -> str:
         if isinstance(self.content, list):  # parts: the text ones, in order
-            return "".join(p.get("text", "") for p in self.content if p.get("type") == "text")
+            return "".join(p.text or "" for p in self.content if p.type == "text")
         return self.content or ""
 
 

@@ -1,17 +1,21 @@
 """Running the HTTP server: uvicorn on the app, logs on stderr in the CLI's style, and a
-graceful stop on Ctrl-C or SIGTERM: requests under way are cancelled at once, each stream
-ending with an error event that says the server stopped."""
+graceful stop on Ctrl-C, SIGTERM or SIGHUP: requests under way are cancelled at once, each
+stream ending with an error event that says the server stopped."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import signal
 import socket
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 
 from textgen.errors import TextgenError
 from textgen.serve.protocol import Limits
 from textgen.serve.registry import Registry
+
+HANGUP = (signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ()
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -48,13 +52,15 @@ def serve(
     api_key: str | None,
     limits: Limits,
     log: Callable[[str], None],
+    host: str = "127.0.0.1",
 ) -> int:
-    """Serve on `sock` until stopped; returns the signal that stopped it (0 for none)."""
+    """Serve on `sock` (bound to `host`) until stopped; returns the signal that stopped it
+    (0 for none)."""
     import uvicorn
 
-    from textgen.serve.app import create_app
+    from textgen.serve.app import allowed_hosts, create_app
 
-    app = create_app(registry, api_key, limits, log)
+    app = create_app(registry, api_key, limits, log, allowed_hosts(host))
     config = uvicorn.Config(
         app,
         log_level="warning",
@@ -71,12 +77,27 @@ def serve(
                 registry.close()
             super().handle_exit(sig, frame)  # a second Ctrl-C: uvicorn stops at once
 
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            """uvicorn's (SIGINT, SIGTERM), and SIGHUP (a closed terminal) the same way."""
+            with super().capture_signals():
+                if threading.current_thread() is not threading.main_thread():
+                    yield
+                    return
+                hup = {n: signal.signal(n, self.handle_exit) for n in HANGUP}
+                try:
+                    yield
+                finally:
+                    for number, handler in hup.items():
+                        signal.signal(number, handler)
+
     server = Server(config)
 
     def caught(number: int, frame: object) -> None:
         """uvicorn raises the signals it caught again once it has stopped: they end here."""
 
-    previous = {n: signal.signal(n, caught) for n in (signal.SIGINT, signal.SIGTERM)}
+    stopping = (signal.SIGINT, signal.SIGTERM, *HANGUP)
+    previous = {n: signal.signal(n, caught) for n in stopping}
     try:
         server.run(sockets=[sock])
     finally:
