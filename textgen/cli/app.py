@@ -125,8 +125,14 @@ def _options(
 
 def main(argv: list[str] | None = None) -> None:
     """Run the command line and exit with its code; every failure is one line on stderr."""
+    stdout_open = _standard_streams()
     with _termination_interrupts():
         try:
+            if not stdout_open:
+                raise TextgenError(
+                    "standard output is closed, so the output would be lost; run the command "
+                    "with stdout open (> FILE, or > /dev/null to discard it)"
+                )
             code = app(args=argv, prog_name="textgen", standalone_mode=False)
             code = code if isinstance(code, int) else 0
         except BaseException as exc:  # noqa: BLE001 - each kind is mapped below
@@ -143,6 +149,27 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.flush()
         os._exit(code)
     sys.exit(code)
+
+
+def _standard_streams() -> bool:
+    """Standard streams closed at the start (`<&-`, `>&-`, `2>&-`) opened on /dev/null, so
+    that no file of ours takes their descriptor and nothing writes into it by mistake: a
+    closed stdin reads as empty, a closed stderr never stops the work. Returns whether
+    stdout was open (the CLI refuses to run without it: the output would be lost)."""
+    was_open = True
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        devnull = os.open(os.devnull, os.O_RDWR)
+        if devnull != fd:
+            os.dup2(devnull, fd)
+            os.close(devnull)
+        setattr(sys, name, open(fd, mode, encoding="utf-8", closefd=False))  # noqa: SIM115
+        was_open = was_open and fd != 1
+    return was_open
 
 
 @contextlib.contextmanager

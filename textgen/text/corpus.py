@@ -235,18 +235,29 @@ def _expand(spec: str, corpus: Corpus) -> list[Path]:
 
 
 def _walk(root: Path, warnings: list[str]) -> Iterator[Path]:
-    """The files under `root`, hidden ones (.git, .venv, .DS_Store) skipped, with a word."""
-    hidden = []
+    """The files under `root`; hidden ones (.git, .venv, .DS_Store), broken links and
+    files that cannot be read are skipped, with a word."""
+    hidden, unreadable = [], []
     for folder, dirs, files in os.walk(root):
         hidden += [d + "/" for d in dirs if d.startswith(".")]
         hidden += [name for name in files if name.startswith(".")]
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in files:
-            if not name.startswith("."):
-                yield Path(folder) / name
-    if hidden:
-        shown = ", ".join(sorted(set(hidden))[:3]) + (", ..." if len(set(hidden)) > 3 else "")
-        warnings.append(f"{root}: skipped {len(hidden)} hidden files and folders ({shown})")
+            path = Path(folder) / name
+            if name.startswith("."):
+                continue
+            if not path.is_file() or not os.access(path, os.R_OK):  # a broken link, a socket
+                unreadable.append(str(path.relative_to(root)))
+                continue
+            yield path
+    for skipped, what in (
+        (hidden, "hidden files and folders"),
+        (unreadable, "broken links and files that cannot be read"),
+    ):
+        if skipped:
+            names = sorted(set(skipped))
+            shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            warnings.append(f"{root}: skipped {len(skipped)} {what} ({shown})")
 
 
 # The first bytes of compressed files, and how to decompress them into a pipe.

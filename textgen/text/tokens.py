@@ -136,7 +136,7 @@ def cached_tokens(
         if path.stat().st_size == meta["n_tokens"] * np.dtype(meta["dtype"]).itemsize:
             os.utime(path)  # recently used: evicted last
             return TokenFile(path, meta["dtype"], meta["n_tokens"]), True
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         pass  # not cached, or a damaged entry: make it again
     try:
         atomic_write(path, write)

@@ -18,12 +18,13 @@ from typing import Any
 import torch
 
 from textgen.errors import SettingError, TextgenError
-from textgen.files import FolderLock, remove_temporaries
+from textgen.files import FolderLock, check_writable, remove_temporaries
 from textgen.model.device import choose_device, prepare_device
 from textgen.model.loaded import LoadedModel
+from textgen.model.memory import check_fits, training_step_bytes
 from textgen.model.transformer import Transformer
 from textgen.records import Callback, Notice, TrainResult, World
-from textgen.settings import ModelShape, TrainConfig
+from textgen.settings import MIN_VOCAB_SIZE, ModelConfig, ModelShape, TrainConfig
 from textgen.store import folder as model_folder
 from textgen.store import metrics
 from textgen.store.writer import FolderContents, Staging
@@ -72,6 +73,8 @@ def train(
     if start is not None:
         shape = start.shape.but(shape)
     shape, config = recipe.for_corpus(shape, config, corpus.total_bytes)
+    # before any work, as far as the shape is known: the smallest model of it
+    fits(recipe.depth_shape(1).but(shape).config(MIN_VOCAB_SIZE), device, config)
     staging = Staging(folder)
     with _writing(folder, world):
 
@@ -116,6 +119,18 @@ class _Base:
         model = Transformer(shape.config(self.lm.tokenizer.vocab_size), init_weights=False)
         model.load_state_dict(self.lm.model.state_dict())
         return model.to(device)
+
+
+def fits(model_config: ModelConfig, device: torch.device, config: TrainConfig) -> None:
+    """Refuse, naming the batch option, a step this device's memory cannot hold."""
+    micro_batch, _ = micro_batches(config, distributed.world().size)
+    setting = "micro_batch_size" if config.micro_batch_size else "batch_size"
+    check_fits(
+        training_step_bytes(model_config, micro_batch),
+        device,
+        f"{{name}} {getattr(config, setting):,}: a training step",
+        setting,
+    )
 
 
 def _base(base: Path, folder: Path, shape: ModelShape) -> _Base:
@@ -186,6 +201,7 @@ def _resume(
             f"{folder}: nothing to resume (no {model_folder.TRAIN_STATE}); "
             "train it without --resume"
         )
+    check_writable(folder)  # its checkpoints go there: say so now, not at the first one
     meta = model_folder.read_config(folder)
     state = model_folder.load_train_state(folder)
     config = _resumed_config(folder, state, more_steps, more_time, changes)
@@ -310,6 +326,7 @@ def _run(
         "train_tokens": len(data.train),
         "val_tokens": len(data.val),
     }
+    fits(model.config, next(model.parameters()).device, config)
     checkpoints = Checkpointer(
         folder, tokenizer, config, run_summary, world, corpus.record(), staging
     )

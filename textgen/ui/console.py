@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import re
 import stat
@@ -31,7 +32,7 @@ class _Stderr:
 
     @property
     def _stream(self) -> IO[str]:
-        stream = sys.stderr
+        stream = sys.stderr or io.StringIO()  # None: closed from the start (`2>&-`)
         # a live display stands a proxy in for sys.stderr that prints through its console:
         # the console's own writes go to what the proxy stands for
         return stream.rich_proxied_file if isinstance(stream, FileProxy) else stream
