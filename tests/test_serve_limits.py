@@ -16,7 +16,9 @@ from hypothesis import strategies as st
 from textgen.serve.app import LOOPBACK, create_app
 from textgen.serve.protocol import Limits
 from textgen.serve.registry import Registry
+from textgen.errors import TextgenError
 from textgen.store import folder as model_folder
+from textgen.store.metrics import read_metrics
 
 KEY = "sesame"
 JSON = {"Content-Type": "application/json"}
@@ -233,3 +235,13 @@ def test_nested_json_in_a_model_folder_spoils_only_that_model(models, monkeypatc
     summaries, problems = model_folder.survey(home)
     assert [s["name"] for s in summaries] == ["good"]
     assert len(problems) == 1 and "deep/config.json" in problems[0] and "nested" in problems[0]
+
+    weights = home / "good" / "model.safetensors"  # a weights header nested as deep
+    header = b"[" * 100_000
+    weights.write_bytes(len(header).to_bytes(8, "little") + header)
+    with pytest.raises(TextgenError, match="model.safetensors: unreadable .*nested"):
+        model_folder.count_parameters(home / "good")
+    metrics = home / "good" / "metrics.jsonl"  # and a metrics line: skipped, as a torn one
+    kept = metrics.read_text()
+    metrics.write_text(kept + "[" * 100_000 + "\n")
+    assert read_metrics(home / "good") == read_metrics(models / "tiny")
