@@ -13,10 +13,10 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from textgen.errors import TextgenError
 from textgen.serve.app import LOOPBACK, create_app
 from textgen.serve.protocol import Limits
 from textgen.serve.registry import Registry
-from textgen.errors import TextgenError
 from textgen.store import folder as model_folder
 from textgen.store.metrics import read_metrics
 
