@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from textgen.errors import TextgenError
-from textgen.serve.app import LOOPBACK, create_app
+from textgen.serve.app import create_app
+from textgen.serve.gate import LOOPBACK
 from textgen.serve.protocol import Limits
 from textgen.serve.registry import Registry
 from textgen.store import folder as model_folder

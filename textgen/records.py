@@ -172,7 +172,9 @@ class TokenRecord:
     token_id: int | None  # None for the held-back text released when a sample ends
     text: str  # the text it completed ('' while a multi-byte character is incomplete)
     prob: float  # probability under the distribution it was sampled from
-    logprob: float  # log-probability under the model itself (temperature 1)
+    # log-probability under the model itself (temperature 1); None for the first token of
+    # a text that is scored, not generated (nothing precedes it)
+    logprob: float | None
     candidates: list[Candidate] = field(default_factory=list)  # the model's most likely first
 
 

@@ -306,6 +306,9 @@ class SampleConfig:
     # comes first, the longest of those ending together): checked as it streams
     stop: tuple[str, ...] = ()
     num_samples: int = 1
+    # (token id, bias) pairs added to the model's logits before anything else: -100 bans
+    # a token, +100 all but forces it (OpenAI's logit_bias)
+    logit_bias: tuple[tuple[int, float], ...] = ()
 
     def __post_init__(self) -> None:
         t = self.temperature
@@ -339,6 +342,17 @@ class SampleConfig:
             f"{{name}}: at most {MAX_STOPS} stop strings of up to {MAX_STOP_CHARS:,} "
             "characters each",
             "stop",
+        )
+        _require(
+            all(
+                isinstance(i, int)
+                and 0 <= i < MAX_VOCAB_SIZE
+                and math.isfinite(b)
+                and abs(b) <= 100
+                for i, b in self.logit_bias
+            ),
+            "{name}: token ids with biases from -100 to 100",
+            "logit_bias",
         )
         _require(
             self.seed is None or 0 <= self.seed <= MAX_SEED,

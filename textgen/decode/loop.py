@@ -25,6 +25,7 @@ import torch
 from textgen.decode.sampling import (
     MIN_TEMPERATURE,
     Generators,
+    apply_logit_bias,
     apply_repetition_penalty,
     logits_to_probs,
     sample,
@@ -92,7 +93,8 @@ def choose(
 ) -> Step:
     """The next token of each sample from its logits (B, V), and how likely it was
     (`generator`: one for all rows, or one a row; see `sampling.sample`)."""
-    model_logprobs = logits.float().log_softmax(-1)  # (B, V), temperature 1
+    model_logprobs = logits.float().log_softmax(-1)  # (B, V), temperature 1, no bias
+    logits = apply_logit_bias(logits, settings.logit_bias)
     greedy = settings.temperature < MIN_TEMPERATURE and settings.repetition_penalty == 1.0
     if greedy and not show_top:  # the argmax needs no distribution
         next_ids = logits.argmax(-1)

@@ -1,6 +1,7 @@
 """From logits to the next token: pure functions over tensors.
 
-    logits --repetition penalty--> --/ temperature--> --top-k / top-p / min-p filter-->
+    logits --logit bias--> --repetition penalty--> --/ temperature--> --top-k / top-p /
+        min-p filter-->
         --softmax--> distribution --sample (seeded generator)--> token id
 
 Temperature divides the logits before the softmax: below 1 the most likely tokens
@@ -15,6 +16,15 @@ import torch
 from textgen.settings import SampleConfig
 
 MIN_TEMPERATURE = 1e-6  # below this, dividing float32 logits loses them: sample greedily
+
+
+def apply_logit_bias(logits: torch.Tensor, bias: tuple[tuple[int, float], ...]) -> torch.Tensor:
+    """Add each (token id, bias) to that token's logit in every row of `logits` (B, V)."""
+    if not bias:
+        return logits
+    ids = torch.tensor([i for i, _ in bias], device=logits.device)
+    values = torch.tensor([b for _, b in bias], device=logits.device, dtype=logits.dtype)
+    return logits.index_add(-1, ids, values.expand(logits.shape[0], -1))
 
 
 def apply_repetition_penalty(

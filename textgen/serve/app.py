@@ -9,9 +9,7 @@ decoding in the engine's.
 
 from __future__ import annotations
 
-import hmac
 import json
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -19,17 +17,19 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from textgen.decode.batching import EngineBusy
 from textgen.errors import SettingError, TextgenError
 from textgen.serve import protocol
+from textgen.serve.gate import LOOPBACK, Gate
+from textgen.serve.gate import error_response as _error
 from textgen.serve.protocol import ChatRequest, CompletionRequest, Limits
 from textgen.serve.registry import Registry, UnknownModel
 from textgen.serve.runs import Prompt, Stopping, submit
 from textgen.serve.views import ChatView, CompletionView
 
 Log = Callable[[str], None]
-LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 def create_app(
@@ -44,9 +44,10 @@ def create_app(
     any) and an access-log line a request to `log`."""
     app = FastAPI(title="textgen", docs_url=None, redoc_url=None)
     app.state.registry = registry
-    app.add_middleware(_Gate, api_key=api_key, limits=limits, hosts=hosts, log=log)
+    app.add_middleware(Gate, api_key=api_key, limits=limits, hosts=hosts, log=log)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(TextgenError, _refused)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -57,19 +58,32 @@ def create_app(
         entries = await run_in_threadpool(registry.entries)
         return {"object": "list", "data": entries}
 
+    @app.get("/v1/models/{name:path}")
+    async def model(name: str) -> dict[str, Any]:
+        entries = await run_in_threadpool(registry.entries)
+        found = next((e for e in entries if e["id"] == name), None)
+        if found is None:
+            known = ", ".join(e["id"] for e in entries) or "none"
+            raise UnknownModel(f"no model named {name!r} is served here (served: {known})")
+        return found
+
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):  # noqa: ANN202
         served = await run_in_threadpool(registry.get, body.model)
         prompts = await _prompts(served, _checked(body.prompts(), body, limits))
-        run = submit(served, prompts, body.sampling(default_tokens=16), body.n, body.logprobs or 0)
-        return await _respond(CompletionView(served, body, prompts), run, body.stream, request)
+        settings = body.sampling(16, served.lm.tokenizer.vocab_size)
+        view = CompletionView(served, body, prompts)
+        await run_in_threadpool(view.score_prompts)
+        run = submit(served, prompts, settings, body.n, body.logprobs or 0)
+        return await _respond(view, run, body.stream, request)
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatRequest, request: Request):  # noqa: ANN202
         served = await run_in_threadpool(registry.get, body.model)
         texts = _checked([protocol.chat_prompt(body.messages)], body, limits)
         prompts = await _prompts(served, texts)
-        settings = body.sampling(default_tokens=limits.max_tokens, extra_stops=(protocol.TURN_END,))
+        vocab = served.lm.tokenizer.vocab_size
+        settings = body.sampling(limits.max_tokens, vocab, extra_stops=(protocol.TURN_END,))
         run = submit(served, prompts, settings, body.n, body.candidates())
         return await _respond(ChatView(served, body, prompts[0]), run, body.stream, request)
 
@@ -98,6 +112,22 @@ def _field_path(loc: tuple) -> list[str]:
     ]
 
 
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """An unknown route (404) or method (405), in OpenAI's error shape."""
+    if exc.status_code == 404:
+        message = f"no such route: {request.method} {request.url.path[:200]}"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not a method of {request.url.path[:200]}"
+    else:
+        message = str(exc.detail)
+    response = _error(
+        exc.status_code, message, code="not_found" if exc.status_code == 404 else None
+    )
+    for name, value in (exc.headers or {}).items():  # Allow, for a 405
+        response.headers[name] = value
+    return response
+
+
 async def _refused(request: Request, exc: TextgenError) -> JSONResponse:
     """What the library refused, in OpenAI's error shape and status."""
     if isinstance(exc, UnknownModel):
@@ -113,7 +143,7 @@ async def _refused(request: Request, exc: TextgenError) -> JSONResponse:
     return _error(503, f"the model cannot be served: {message}", "server_error")
 
 
-async def _prompts(served, texts: list[str]) -> list[Prompt]:  # noqa: ANN001
+async def _prompts(served, texts: list) -> list[Prompt]:  # noqa: ANN001 - texts or ids
     """The texts tokenized for the model, off the event loop."""
     return await run_in_threadpool(lambda: [Prompt(served, t) for t in texts])
 
@@ -125,116 +155,7 @@ async def _respond(view, run, stream: bool, request: Request):  # noqa: ANN001, 
     return JSONResponse(await view.answer(run, request))
 
 
-class _Gate:
-    """Every request, before the app sees it: the Host header checked (a server on a
-    loopback address answers loopback names only, so that a web page cannot reach it
-    through a DNS name of its own), the API key checked (every route), the body bounded
-    (413 past `limits.body_bytes`, announced or streamed); and one access-log line when
-    its response is complete. Plain ASGI, so that a stream's chunks pass straight through."""
-
-    def __init__(self, app, api_key: str | None, limits: Limits, hosts, log: Log) -> None:  # noqa: ANN001
-        self.app, self.api_key, self.limits, self.hosts, self.log = (
-            app,
-            api_key,
-            limits,
-            hosts,
-            log,
-        )
-
-    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        started, status, done = time.perf_counter(), [0], [False]
-
-        async def sending(message) -> None:  # noqa: ANN001
-            if answered[0]:
-                return  # the body was refused: what the app says after that goes nowhere
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-            if message["type"] == "http.response.body" and not message.get("more_body"):
-                done[0] = True
-
-        received, answered = [0], [False]
-
-        async def receiving():  # noqa: ANN202 - a body without a length, counted as it comes
-            if answered[0]:
-                return {"type": "http.disconnect"}
-            message = await receive()
-            received[0] += len(message.get("body", b""))
-            if received[0] > self.limits.body_bytes and not status[0]:
-                await self._too_large()(scope, receive, sending)
-                answered[0] = True
-                return {"type": "http.disconnect"}  # the app stops reading
-            return message
-
-        try:
-            refusal = self._refusal(scope)
-            if refusal is not None:
-                return await refusal(scope, receive, sending)
-            return await self.app(scope, receiving, sending)
-        finally:
-            seconds = time.perf_counter() - started
-            ending = "" if done[0] else " (the client left)"
-            self.log(f"{scope['method']} {scope['path']} {status[0]} {seconds:.2f}s{ending}")
-
-    def _refusal(self, scope) -> JSONResponse | None:  # noqa: ANN001
-        headers = dict(scope["headers"])
-        host = headers.get(b"host", b"").decode("latin-1")
-        if self.hosts is not None and _hostname(host) not in self.hosts:
-            return _error(
-                400,
-                f"the Host header names {host[:100]!r}, not this server; use "
-                "http://localhost or http://127.0.0.1 (serve --host to listen on others)",
-                param=None,
-            )
-        if self.api_key and not self._authorized(headers):
-            return _error(
-                401,
-                "a valid API key is needed: Authorization: Bearer KEY",
-                code="invalid_api_key",
-            )
-        length = headers.get(b"content-length", b"0")
-        if not length.isdigit() or int(length) > self.limits.body_bytes:
-            return self._too_large()
-        return None
-
-    def _too_large(self) -> JSONResponse:
-        return _error(
-            413, f"the request body is over the server's {self.limits.body_bytes:,} bytes"
-        )
-
-    def _authorized(self, headers: dict[bytes, bytes]) -> bool:
-        scheme, _, key = headers.get(b"authorization", b"").partition(b" ")
-        expected = self.api_key.encode()  # type: ignore[union-attr]
-        return scheme.lower() == b"bearer" and hmac.compare_digest(key.strip(), expected)
-
-
-def allowed_hosts(host: str) -> frozenset[str] | None:
-    """The names a request's Host header may give for a server on `host`: loopback names
-    for a loopback address (None: any, for a server other machines reach)."""
-    return LOOPBACK | {host} if host in LOOPBACK else None
-
-
-def _hostname(header: str) -> str:
-    """A Host header's name, without its port ("[::1]:8000" -> "::1")."""
-    header = header.lower()
-    if header.startswith("["):
-        return header[1 : header.find("]")] if "]" in header else header
-    return header.rpartition(":")[0] if header.count(":") == 1 else header
-
-
-def _error(
-    status: int,
-    message: str,
-    kind: str = "invalid_request_error",
-    param: str | None = None,
-    code: str | None = None,
-) -> JSONResponse:
-    return JSONResponse(protocol.error_body(message, kind, param, code), status_code=status)
-
-
-def _checked(texts: list[str], body, limits: Limits) -> list[str]:  # noqa: ANN001
+def _checked(texts: list, body, limits: Limits) -> list:  # noqa: ANN001 - texts or ids
     if body.n > limits.n:
         raise SettingError(f"{{name}}: at most {limits.n} choices a request", "n")
     tokens = body.max_completion_tokens or body.max_tokens
@@ -242,7 +163,10 @@ def _checked(texts: list[str], body, limits: Limits) -> list[str]:  # noqa: ANN0
         raise SettingError(f"{{name}}: at most {limits.max_tokens} a request", "max_tokens")
     if not texts:
         raise SettingError("{name}: give a text, or a list of texts", "prompt")
-    if sum(len(t.encode("utf-8")) for t in texts) > limits.prompt_bytes:
+    if (
+        sum(len(t.encode()) if isinstance(t, str) else 4 * len(t) for t in texts)
+        > limits.prompt_bytes
+    ):
         raise SettingError(f"{{name}}: at most {limits.prompt_bytes:,} bytes a request", "prompt")
     return texts
 

@@ -70,6 +70,13 @@ class _Request(BaseModel):
     seed: int | None = None
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    logit_bias: dict[Text, float] | None = None  # token id (as a string) -> -100 .. 100
+    # accepted by OpenAI, not done here: refused (400) rather than silently ignored
+    tools: Any = None
+    tool_choice: Any = None
+    functions: Any = None
+    function_call: Any = None
+    response_format: Any = None
 
     @field_validator("stop")
     @classmethod
@@ -79,8 +86,12 @@ class _Request(BaseModel):
             raise ValueError("stop takes up to 4 non-empty strings")
         return stops
 
-    def sampling(self, default_tokens: int, extra_stops: tuple[str, ...] = ()) -> SampleConfig:
-        """The request's sampling settings, checked as the CLI checks them."""
+    def sampling(
+        self, default_tokens: int, vocab_size: int, extra_stops: tuple[str, ...] = ()
+    ) -> SampleConfig:
+        """The request's sampling settings, checked as the CLI checks them (`vocab_size`:
+        the model's, for the token ids of `logit_bias`)."""
+        self._refuse_unsupported()
         if self.presence_penalty or self.frequency_penalty:
             raise SettingError(
                 "{name}: not supported; textgen has repetition_penalty (above 1 discourages "
@@ -97,26 +108,65 @@ class _Request(BaseModel):
             max_new_tokens=default_tokens if tokens is None else tokens,
             seed=self.seed,
             stop=tuple(self.stop or ()) + extra_stops,  # type: ignore[arg-type]
+            logit_bias=self._bias(vocab_size),
         )
+
+    def _bias(self, vocab_size: int) -> tuple[tuple[int, float], ...]:
+        bias = []
+        for key, value in (self.logit_bias or {}).items():
+            if not key.strip().isdigit() or int(key) >= vocab_size:
+                raise SettingError(
+                    f"{{name}}: {key[:20]!r} is not a token id of this model (0 to "
+                    f"{vocab_size - 1})",
+                    "logit_bias",
+                )
+            bias.append((int(key), value))
+        return tuple(bias)
+
+    def _refuse_unsupported(self) -> None:
+        """What OpenAI's API takes and textgen does not do: a 400 naming it, never a
+        silent default."""
+        wanted = {
+            "tools": self.tools not in (None, []),
+            "tool_choice": self.tool_choice not in (None, "none", "auto"),
+            "functions": self.functions not in (None, []),
+            "function_call": self.function_call not in (None, "none", "auto"),
+            "response_format": self.response_format not in (None, {"type": "text"}),
+        }
+        for name, asked in wanted.items():
+            if asked:
+                raise SettingError(
+                    "{name}: not supported; textgen's models continue text, they call no "
+                    "tools and follow no schema",
+                    name,
+                )
 
     def include_usage(self) -> bool:
         return bool((self.stream_options or {}).get("include_usage"))
 
 
 class CompletionRequest(_Request):
-    prompt: Text | list[Text] = ""
+    prompt: Text | list[Text] | list[int] | list[list[int]] = ""  # texts, or token ids
     max_tokens: int | None = Field(default=16, ge=0)  # OpenAI's default for completions
     logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
     echo: bool = False
-    suffix: str | None = None
+    suffix: Text | None = None
+    best_of: int | None = Field(default=None, ge=1)
 
-    def prompts(self) -> list[str]:
+    def prompts(self) -> list[str | list[int]]:
         if self.suffix:
             raise SettingError(
                 "{name}: not supported (the models continue text, they do not fill in)",
                 "suffix",
             )
-        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+        if self.best_of not in (None, 1, self.n) or (self.best_of or 1) > 1:
+            raise SettingError(
+                "{name}: not supported; ask for n choices and compare their logprobs",
+                "best_of",
+            )
+        if isinstance(self.prompt, str) or (self.prompt and isinstance(self.prompt[0], int)):
+            return [self.prompt]  # one text, or one list of token ids
+        return list(self.prompt)
 
 
 class Part(BaseModel):
@@ -215,6 +265,14 @@ def completion_logprobs(records: list[TokenRecord], token_text, offset: int) -> 
         "top_logprobs": tops,
         "text_offset": offsets,
     }
+
+
+def joined_logprobs(first: dict | None, then: dict | None) -> dict | None:
+    """Two stretches of the completions API's logprobs, one after the other (an echoed
+    prompt's, then the completion's)."""
+    if first is None or then is None:
+        return then if first is None else first
+    return {key: first[key] + then[key] for key in first}
 
 
 def chat_logprobs(records: list[TokenRecord], token_bytes: list[bytes], token_text) -> dict:  # noqa: ANN001

@@ -18,7 +18,7 @@ from fastapi import Request
 
 from textgen.decode.batching import EngineBusy, Job
 from textgen.decode.completion import prompt_window
-from textgen.errors import TextgenError
+from textgen.errors import SettingError, TextgenError
 from textgen.records import Sample, TokenRecord
 from textgen.serve.registry import Served
 
@@ -107,15 +107,29 @@ class Run:
 
 
 class Prompt:
-    """A prompt as the model reads it: its ids (the end-of-text marker first, at most a
-    context window of them) and its token counts."""
+    """A prompt as the model reads it: its ids (at most a context window of them) and its
+    token counts. A text is read after the end-of-text marker, as `textgen generate`
+    reads it; token ids are read as they are given (the model's tokenizer, and the Hugging
+    Face export's, put the marker first)."""
 
-    def __init__(self, served: Served, text: str) -> None:
+    def __init__(self, served: Served, given: str | list[int]) -> None:
         tokenizer, window = served.lm.tokenizer, served.lm.model_config.context_window
-        self.text = text
-        self.ids, counted = prompt_window(tokenizer, text, window)
+        if isinstance(given, list):
+            vocab = tokenizer.vocab_size
+            wrong = next((i for i in given if not 0 <= i < vocab), None)
+            if wrong is not None or not given:
+                raise SettingError(
+                    f"{{name}}: token ids of this model run from 0 to {vocab - 1}"
+                    + ("" if wrong is None else f", not {wrong}"),
+                    "prompt",
+                )
+            self.ids, self.text = given[-window:], tokenizer.decode(given)
+            self.tokens, self.dropped = len(given), len(given) - len(given[-window:])
+            return
+        self.text = given
+        self.ids, counted = prompt_window(tokenizer, given, window)
         # a very long prompt is tokenized from its end only; usage counts all of it
-        self.tokens = counted if counted is not None else len(tokenizer.encode(text))
+        self.tokens = counted if counted is not None else len(tokenizer.encode(given))
         self.dropped = max(0, self.tokens + 1 - len(self.ids))
 
 

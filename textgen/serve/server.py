@@ -58,7 +58,8 @@ def serve(
     (0 for none)."""
     import uvicorn
 
-    from textgen.serve.app import allowed_hosts, create_app
+    from textgen.serve.app import create_app
+    from textgen.serve.gate import allowed_hosts
 
     app = create_app(registry, api_key, limits, log, allowed_hosts(host))
     config = uvicorn.Config(

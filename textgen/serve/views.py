@@ -8,11 +8,13 @@ from typing import Any
 
 from fastapi import Request
 
+from textgen.decode.scoring import token_logprobs
 from textgen.records import Sample, TokenRecord
 from textgen.serve import protocol
 from textgen.serve.protocol import ChatRequest, CompletionRequest
 from textgen.serve.registry import Served
 from textgen.serve.runs import Prompt, Run
+from textgen.text.tokenizer import StreamDecoder
 
 
 class View:
@@ -98,6 +100,19 @@ class CompletionView(View):
         super().__init__(served, body, prompts)
         n = len(prompts) * body.n
         self.offsets = [len(self.prefix_text(i)) for i in range(n)]  # of each choice's text
+        self.echoed: list[dict | None] = [None] * len(prompts)  # see `score_prompts`
+
+    def score_prompts(self) -> None:
+        """With `echo` and `logprobs`: each prompt's own tokens and their log-probabilities
+        (blocking: call it off the event loop). The first token's is given the start of
+        a text, the end-of-text marker the model reads before every prompt."""
+        if not (self.body.echo and self.body.logprobs is not None):
+            return
+        for i, prompt in enumerate(self.prompts):
+            decoder = StreamDecoder(self.tokenizer.token_bytes)
+            records = token_logprobs(self.served.lm.model, prompt.ids, decoder, self.body.logprobs)
+            kept = sum(len(r.text) for r in records)  # a prompt cut to the window: its end
+            self.echoed[i] = self.logprobs(records, len(prompt.text) - kept)
 
     def prefix_text(self, index: int) -> str:
         return self.prompts[index // self.body.n].text if self.body.echo else ""
@@ -112,11 +127,13 @@ class CompletionView(View):
         choices = []
         for index, (tokens, sample) in enumerate(zip(records, samples, strict=True)):
             prefix = self.prefix_text(index)
+            logprobs = self.logprobs(tokens, len(prefix))
+            echoed = self.echoed[index // self.body.n]
             choices.append(
                 {
                     "index": index,
                     "text": prefix + "".join(r.text for r in tokens),
-                    "logprobs": self.logprobs(tokens, len(prefix)),
+                    "logprobs": protocol.joined_logprobs(echoed, logprobs),
                     "finish_reason": protocol.finish_reason(sample) if sample else None,
                 }
             )
@@ -126,7 +143,8 @@ class CompletionView(View):
     def opening(self, index: int) -> dict[str, Any] | None:
         if not self.body.echo:
             return None
-        return {"text": self.prefix_text(index), "logprobs": None, "finish_reason": None}
+        logprobs = self.echoed[index // self.body.n]
+        return {"text": self.prefix_text(index), "logprobs": logprobs, "finish_reason": None}
 
     def token(self, index: int, record: TokenRecord) -> dict[str, Any] | None:
         if not record.text and self.body.logprobs is None:
