@@ -72,6 +72,18 @@ def test_an_export_never_replaces_a_model_nor_a_folder_holding_one(
     assert model_folder.load(model).model_config.n_layer == 2
 
 
+def test_an_export_goes_into_an_empty_folder_and_anyone_may_read_it(tmp_path, model, textgen):
+    out = tmp_path / "hf"
+    out.mkdir()
+    old = os.umask(0o022)
+    try:
+        code, _, err = textgen("export", str(out), "--model", "victim")
+    finally:
+        os.umask(old)
+    assert code == 0, err
+    assert {oct(p.stat().st_mode & 0o777) for p in out.iterdir()} == {"0o644"}
+
+
 def test_only_an_earlier_export_is_replaced_and_only_with_overwrite(tmp_path, model, textgen):
     for out in (tmp_path / "hf", tmp_path / "m.gguf"):
         assert textgen("export", str(out), "--model", "victim")[0] == 0
@@ -115,6 +127,27 @@ def test_html_and_pictures_never_replace_a_model_s_file(model, textgen):
     )
     assert code == 0, err  # a new file beside the model is no model's file
     (model / "x.png").unlink()
+    assert snapshot(model) == before
+
+
+def test_a_link_to_a_model_s_file_is_never_written_through(tmp_path, model, corpus_file, textgen):
+    before = snapshot(model)
+    html = tmp_path / "page.html"
+    html.symlink_to(model / "config.json")
+    code, _, err = textgen(
+        "explore", "The", "--model", "victim", "--html", str(html), "--overwrite"
+    )
+    one_line_error(code, err, 1, "is a file of the model in")
+    assert "a link to" in err
+    linked = tmp_path / "tok"
+    linked.mkdir()
+    (linked / "tokenizer.json").symlink_to(model / "tokenizer.json")
+    code, _, err = textgen(
+        "tokenizer", "train", str(corpus_file), "--model", str(linked), "--vocab-size", "290",
+        "--overwrite",
+    )  # fmt: skip
+    assert code == 0, err  # the link is replaced by the new tokenizer, not written through
+    assert not (linked / "tokenizer.json").is_symlink()
     assert snapshot(model) == before
 
 
@@ -188,6 +221,19 @@ def test_an_unwritable_model_folder_is_refused_before_training(model, corpus_fil
     assert snapshot(model) == before
 
 
+def test_an_immutable_file_of_the_model_is_found_before_training(model, corpus_file, textgen):
+    weights = model / "model.safetensors"
+    if subprocess.run(["chattr", "+i", str(weights)], capture_output=True).returncode:
+        pytest.skip("no chattr here")
+    try:
+        for extra in (("--resume", "--steps", "400"), (str(corpus_file), "--overwrite")):
+            code, _, err = textgen("train", *extra, "--model", "victim", "--size", "tiny")
+            one_line_error(code, err, 1, "model.safetensors: cannot write there")
+    finally:
+        subprocess.run(["chattr", "-i", str(weights)])
+    assert not [p for p in model.parent.iterdir() if ".new-" in p.name]
+
+
 def test_a_dead_run_s_staging_folder_is_cleaned_by_the_next(tmp_path, model, corpus_file, textgen):
     dead = model.parent / ".victim.new-999999999"  # no such process
     shutil.copytree(model, dead)
@@ -207,9 +253,17 @@ def test_a_batch_past_memory_is_refused_naming_the_option(corpus_file, textgen):
     code, _, err = textgen(
         "train", str(corpus_file), "--model", "big", "--size", "tiny", "--batch-size", "100000000"
     )
-    one_line_error(code, err, 2, "--batch-size 100,000,000: a training step would need about")
+    one_line_error(code, err, 2, "--batch-size 100,000,000: a step's batch would need about")
     assert "use a smaller --batch-size" in err
     assert not (model_folder.models_home() / "big").exists()
+
+
+def test_a_batch_past_memory_in_small_micro_batches_is_refused_too(corpus_file, textgen):
+    code, _, err = textgen(
+        "train", str(corpus_file), "--model", "big", "--size", "tiny", "--context", "32",
+        "--batch-size", "100000000", "--micro-batch-size", "4",
+    )  # fmt: skip
+    one_line_error(code, err, 2, "--batch-size 100,000,000: a step's batch would need about")
 
 
 def test_samples_past_memory_are_refused_naming_the_option(model, textgen):
@@ -282,6 +336,11 @@ def test_closed_standard_streams(model):
         preexec_fn=closed(2),
     )  # fmt: skip
     assert listed.returncode == 0 and "victim" in listed.stdout
+    quiet = subprocess.run(  # a command whose product is not on stdout runs without it
+        [sys.executable, "-m", "textgen", "export", str(model.parent / "out.gguf"), "--model",
+         "victim"], capture_output=True, text=True, env=env, preexec_fn=closed(1),
+    )  # fmt: skip
+    assert quiet.returncode == 0, quiet.stderr
     no_prompt = subprocess.run(
         argv[:4] + argv[5:], capture_output=True, text=True, env=env, preexec_fn=closed(0)
     )

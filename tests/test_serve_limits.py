@@ -106,6 +106,17 @@ def test_no_request_body_is_answered_with_a_500(client, body, route):
             '[{"type": "text", "text": 5}]}]}',
             "messages.0.content.0.text",
         ),
+        (
+            "/v1/chat/completions",
+            '{"model": "tiny", "messages": [{"role": "user", "content": '
+            '[{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {}}]}]}',
+            "messages.0.content.1.type",
+        ),
+        (
+            "/v1/chat/completions",
+            '{"model": "tiny", "messages": [{"role": "user", "content": [{"type": "text"}]}]}',
+            "messages.0.content.0.text",
+        ),
     ],
 )
 def test_a_lone_surrogate_or_a_part_of_the_wrong_type_is_a_400_naming_the_field(
@@ -121,7 +132,7 @@ def test_a_lone_surrogate_or_a_part_of_the_wrong_type_is_a_400_naming_the_field(
 
 @pytest.mark.parametrize(
     ("stop", "words"),
-    [(["a"] * 5, "up to 4"), ("x" * 1001, "at most 16 stop strings of up to 1,000 characters")],
+    [(["a"] * 5, "up to 4"), ("x" * 1001, "up to 4 non-empty strings of up to 1,000 characters")],
 )
 def test_stop_strings_are_bounded_in_number_and_length(client, stop, words):
     response = client.post("/v1/completions", json={"model": "tiny", "prompt": "x", "stop": stop})
@@ -173,7 +184,7 @@ def test_with_a_key_every_route_needs_it_and_the_scheme_is_case_blind(models, mo
 @pytest.mark.parametrize(
     ("host", "status"),
     [("localhost:8000", 200), ("127.0.0.1:8000", 200), ("[::1]:8000", 200), ("LOCALHOST", 200),
-     ("evil.example:8000", 400), ("127.0.0.1.evil.example", 400)],
+     ("evil.example:8000", 400), ("127.0.0.1.evil.example", 400), ("localhost:80@evil", 400)],
 )  # fmt: skip
 def test_a_loopback_server_answers_loopback_host_names_only(client, host, status):
     """DNS rebinding: a page on evil.example whose name now points at 127.0.0.1."""

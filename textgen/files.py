@@ -36,9 +36,8 @@ class WriteError(TextgenError):
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Call `write(tmp)` on a temporary path beside `path`, then rename it over `path`
-    (through a symlink: over the file it points to, the link kept)."""
-    path = Path(os.path.realpath(path))
+    """Call `write(tmp)` on a temporary path beside `path`, then rename it over `path` (a
+    symlink there is replaced, never written through: what it points to is untouched)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -94,16 +93,25 @@ def remove_temporaries(folder: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def check_writable(folder: Path) -> None:
+def check_writable(folder: Path, files: frozenset[str] = frozenset()) -> None:
     """A WriteError now, before any work, where no file can be made in `folder` (read-only,
-    immutable, a read-only mount): later, it would cost the run."""
+    immutable, a read-only mount) or one of its `files` there cannot be replaced (an
+    immutable or append-only file): later, it would cost the run."""
+    path = folder
     try:
         fd, tmp = tempfile.mkstemp(prefix=".textgen-probe.", suffix=".tmp", dir=folder)
         os.close(fd)
         os.unlink(tmp)
+        for name in sorted(files):
+            path = folder / name
+            if path.exists() and not path.is_symlink():
+                # setting a file's times to what they are changes nothing, and is refused
+                # where the file is immutable, append-only or not the user's to change
+                times = path.stat()
+                os.utime(path, ns=(times.st_atime_ns, times.st_mtime_ns))
     except OSError as exc:
         reason = why_not(exc, folder)
-        raise WriteError(f"{folder}: cannot write there ({reason})", reason) from None
+        raise WriteError(f"{path}: cannot write there ({reason})", reason) from None
 
 
 def write_text(path: Path, text: str) -> None:

@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     stdout_open = _standard_streams()
     with _termination_interrupts():
         try:
-            if not stdout_open:
+            if not stdout_open and _command_name(argv) not in QUIET_COMMANDS:
                 raise TextgenError(
                     "standard output is closed, so the output would be lost; run the command "
                     "with stdout open (> FILE, or > /dev/null to discard it)"
@@ -149,6 +149,16 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.flush()
         os._exit(code)
     sys.exit(code)
+
+
+# Commands whose product is a folder, a file or a service: nothing of theirs goes to
+# stdout, so they run with it closed (from cron, a daemon)
+QUIET_COMMANDS = frozenset({"train", "export", "serve", "tokenizer"})
+
+
+def _command_name(argv: list[str] | None) -> str | None:
+    args = sys.argv[1:] if argv is None else argv
+    return next((a for a in args if not a.startswith("-")), None)
 
 
 def _standard_streams() -> bool:

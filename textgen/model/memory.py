@@ -6,8 +6,9 @@ The estimates are float32 and deliberately simple; measured on CPU they come wit
 of the peak of a forward and backward pass at the shapes textgen trains, and above it
 where attention is long:
 
-- training: weights, gradients and Adam's two moments (4 copies of the parameters), and
-  per token of a micro-batch, each block's saved activations (about 20 floats per
+- training: a step's batch of token ids (drawn whole, then split into micro-batches);
+  weights, gradients and Adam's two moments (4 copies of the parameters), and per token
+  of a micro-batch, each block's saved activations (about 20 floats per
   channel, and two per head and position of the attention pattern) and the logits
   (3 floats per vocabulary entry: the logits, their softmax and its gradient);
 - decoding: per row, the key/value cache of a context window in every layer, the
@@ -31,6 +32,12 @@ def training_step_bytes(config: ModelConfig, micro_batch: int) -> int:
     c, t = config, config.context_window
     per_token = c.n_layer * (20 * c.n_embd + 2 * c.n_head * t) + 3 * c.vocab_size
     return FLOAT_BYTES * (4 * c.parameters() + micro_batch * t * per_token)
+
+
+def batch_bytes(config: ModelConfig, sequences: int) -> int:
+    """A step's batch as token ids, drawn whole before its micro-batches: inputs and
+    targets, int64."""
+    return 2 * 8 * sequences * (config.context_window + 1)
 
 
 def decoding_bytes(config: ModelConfig, rows: int, element_bytes: int = FLOAT_BYTES) -> int:

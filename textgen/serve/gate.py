@@ -110,9 +110,10 @@ def allowed_hosts(host: str) -> frozenset[str] | None:
 def _hostname(header: str) -> str:
     """A Host header's name, without its port ("[::1]:8000" -> "::1")."""
     header = header.lower()
-    if header.startswith("["):
-        return header[1 : header.find("]")] if "]" in header else header
-    return header.rpartition(":")[0] if header.count(":") == 1 else header
+    name, _, port = header.rpartition("]:" if header.startswith("[") else ":")
+    if not name or not port.isdigit():  # no port (or no name): the whole is the name
+        name = header
+    return name.removeprefix("[").removesuffix("]")
 
 
 def error_response(

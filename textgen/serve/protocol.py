@@ -16,7 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from textgen.errors import SettingError
 from textgen.records import Sample, TokenRecord
-from textgen.settings import SampleConfig
+from textgen.settings import MAX_STOP_CHARS, SampleConfig
 
 MAX_LOGPROBS = 20
 # The request fields whose names are not their setting's (`textgen.settings`).
@@ -82,8 +82,10 @@ class _Request(BaseModel):
     @classmethod
     def _stops(cls, value: str | list[str] | None) -> list[str]:  # OpenAI's bound
         stops = [value] if isinstance(value, str) else list(value or [])
-        if len(stops) > 4 or not all(stops):
-            raise ValueError("stop takes up to 4 non-empty strings")
+        if len(stops) > 4 or not all(stops) or any(len(s) > MAX_STOP_CHARS for s in stops):
+            raise ValueError(
+                f"stop takes up to 4 non-empty strings of up to {MAX_STOP_CHARS:,} characters"
+            )
         return stops
 
     def sampling(
@@ -170,13 +172,13 @@ class CompletionRequest(_Request):
 
 
 class Part(BaseModel):
-    """A part of a message's content: its text parts are read, the others (images, ...)
-    left out."""
+    """A part of a message's content: text, the only kind these models read (an image or
+    a sound is refused, not dropped unseen)."""
 
     model_config = ConfigDict(extra="ignore")
 
-    type: Text
-    text: Text | None = None
+    type: Literal["text"]
+    text: Text
 
 
 class Message(BaseModel):
@@ -187,7 +189,7 @@ class Message(BaseModel):
 
     def text(self) -> str:
         if isinstance(self.content, list):  # parts: the text ones, in order
-            return "".join(p.text or "" for p in self.content if p.type == "text")
+            return "".join(p.text for p in self.content)
         return self.content or ""
 
 

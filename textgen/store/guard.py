@@ -52,19 +52,23 @@ def model_at(path: Path) -> Path | None:
     return None
 
 
-def refuse_model(path: Path, option: str) -> None:
-    """A TextgenError if `path` is, holds or belongs to a textgen model."""
-    model = model_at(path)
+def refuse_model(path: Path, shown: str) -> None:
+    """A TextgenError, naming the path as `shown` ("--save pic.png"), if `path` (or, for a
+    symlink, what it points to) is, holds or belongs to a textgen model."""
+    real = Path(os.path.realpath(path))
+    model = model_at(real)
     if model is None:
         return
-    if model == path:
+    if model == real:
         what = "is a textgen model's folder"
-    elif model == path.parent and not path.is_dir():
+    elif model == real.parent and not real.is_dir():
         what = f"is a file of the model in {model}"
     else:
         what = f"holds a textgen model ({model.name})"
+    if real != path.absolute():
+        what = f"(a link to {real}) {what}"
     raise TextgenError(
-        f"{option}{path} {what}; nothing replaces a model but training one "
+        f"{shown} {what}; nothing replaces a model but training one "
         "(textgen train --overwrite): choose another path"
     )
 
@@ -76,6 +80,6 @@ def check_new_file(path: Path, option: str, what: str, overwrite: bool) -> None:
     if path.is_dir():
         raise SettingError(f"{option} {path}: that is a folder; name {what}")
     if path.exists():
-        refuse_model(path, f"{option} ")
+        refuse_model(path, f"{option} {path}")
         if not overwrite:
             raise SettingError(f"{option} {path}: the file exists; pass --overwrite to replace it")

@@ -102,7 +102,7 @@ class Staging:
                     f"{self.target} is a mount point, so a new model cannot take its place; "
                     f"train into a folder inside it (--model {self.target / 'NAME'})"
                 )
-            check_writable(self.place)  # its old files are removed once replaced
+            check_writable(self.place, MODEL_FILES)  # its old files go once replaced
         try:
             self.path.mkdir(parents=True)
         except OSError as exc:

@@ -21,12 +21,13 @@ from textgen.errors import SettingError, TextgenError
 from textgen.files import FolderLock, check_writable, remove_temporaries
 from textgen.model.device import choose_device, prepare_device
 from textgen.model.loaded import LoadedModel
-from textgen.model.memory import check_fits, training_step_bytes
+from textgen.model.memory import batch_bytes, check_fits, training_step_bytes
 from textgen.model.transformer import Transformer
 from textgen.records import Callback, Notice, TrainResult, World
 from textgen.settings import MIN_VOCAB_SIZE, ModelConfig, ModelShape, TrainConfig
 from textgen.store import folder as model_folder
 from textgen.store import metrics
+from textgen.store.layout import MODEL_FILES
 from textgen.store.writer import FolderContents, Staging
 from textgen.text.corpus import Corpus, reopen
 from textgen.text.segmentations import segmentations
@@ -123,10 +124,12 @@ class _Base:
 
 def fits(model_config: ModelConfig, device: torch.device, config: TrainConfig) -> None:
     """Refuse, naming the batch option, a step this device's memory cannot hold."""
-    micro_batch, _ = micro_batches(config, distributed.world().size)
+    micro_batch, count = micro_batches(config, distributed.world().size)
+    ids = batch_bytes(model_config, micro_batch * count)
+    check_fits(ids, device, f"{{name}} {config.batch_size:,}: a step's batch", "batch_size")
     setting = "micro_batch_size" if config.micro_batch_size else "batch_size"
     check_fits(
-        training_step_bytes(model_config, micro_batch),
+        ids + training_step_bytes(model_config, micro_batch),
         device,
         f"{{name}} {getattr(config, setting):,}: a training step",
         setting,
@@ -201,7 +204,7 @@ def _resume(
             f"{folder}: nothing to resume (no {model_folder.TRAIN_STATE}); "
             "train it without --resume"
         )
-    check_writable(folder)  # its checkpoints go there: say so now, not at the first one
+    check_writable(folder, MODEL_FILES)  # its checkpoints go there: now, not at the first
     meta = model_folder.read_config(folder)
     state = model_folder.load_train_state(folder)
     config = _resumed_config(folder, state, more_steps, more_time, changes)
