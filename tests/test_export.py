@@ -294,3 +294,92 @@ def test_a_read_only_destination_is_one_line(tmp_path, trained_folder, capsys, m
             one_line_error(code, err, 1, "Read-only file system")
     finally:
         subprocess.run(["umount", "-l", str(where)])
+
+
+@pytest.mark.parametrize("name", ["default", "classic"])
+def test_a_padded_batch_in_transformers_generates_what_each_prompt_does_alone(
+    models, exported, name
+):
+    from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
+
+    hf = AutoModelForCausalLM.from_pretrained(exported[name]).eval()
+    tokenizer = AutoTokenizer.from_pretrained(exported[name])
+    prompts = ["The cat", "A child likes the moon by the sea", "My friend"]
+    lm = model_folder.load(models[name])
+    batch = tokenizer(prompts, padding=True, return_tensors="pt")
+    assert (batch.input_ids[:, -1] != tokenizer.pad_token_id).all()  # padded on the left
+    positions = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)  # as generate makes them
+    with torch.no_grad():
+        last = hf(**batch, position_ids=positions).logits[:, -1]
+    together = hf.generate(**batch, do_sample=False, max_new_tokens=12, eos_token_id=None)
+    for row, prompt in enumerate(prompts):
+        ids = lm.tokenizer.encode_document(prompt)
+        assert (last[row] - textgen_logits(lm, ids)[-1]).abs().max() < LOGIT_TOLERANCE
+        assert_greedy_by_textgen(lm, ids, together[row, -12:].tolist(), LOGIT_TOLERANCE)
+    writer = pipeline("text-generation", model=hf, tokenizer=tokenizer, batch_size=3)
+    outputs = writer(prompts, max_new_tokens=5, do_sample=False)
+    assert [
+        o[0]["generated_text"][: len(p)] for o, p in zip(outputs, prompts, strict=True)
+    ] == prompts
+
+
+def test_the_exported_tokenizer_cuts_a_long_text_to_its_end(models, exported):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(exported["default"])
+    text = PROMPTS[1] * 4
+    ids = tokenizer(text, truncation=True).input_ids
+    assert len(ids) == tokenizer.model_max_length == 96
+    assert tokenizer.decode(ids[-10:]) == tokenizer.decode(tokenizer(text).input_ids[-10:])
+
+
+def test_a_q8_0_export_runs_in_llama_cpp_close_to_textgen(models, tmp_path):
+    import gguf
+
+    lm = model_folder.load(models["default"])
+    path = tmp_path / "q8.gguf"
+    export(lm, path, "gguf", "q8_0")
+    kinds = {t.name: t.tensor_type.name for t in gguf.GGUFReader(path).tensors}
+    assert kinds["blk.0.attn_q.weight"] == kinds["token_embd.weight"] == "Q8_0"
+    assert kinds["output_norm.weight"] == "F32"
+    assert path.stat().st_size < 0.4 * (4 * lm.model.num_parameters())
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python: make verify-gguf")
+    f32 = llama_cpp.GGML_TYPE_F32
+    llm = llama_cpp.Llama(
+        str(path), n_ctx=96, logits_all=True, verbose=False, n_threads=1, type_k=f32, type_v=f32
+    )
+    ids = lm.tokenizer.encode_document(PROMPTS[1])
+    llm.eval(ids)
+    theirs = torch.tensor(llm.scores[: len(ids)])
+    ours = textgen_logits(lm, ids)
+    assert (theirs - ours).abs().max() < 0.1  # 8-bit weights: close, not equal
+    targets = torch.tensor(ids[1:])[:, None]
+    nll = [-x[:-1].log_softmax(-1).gather(1, targets).mean() for x in (theirs, ours)]
+    assert abs(nll[0] - nll[1]) < 0.01 * nll[1]
+
+
+def test_q8_0_needs_rows_in_blocks_of_32(tmp_path):
+    from textgen.errors import TextgenError
+    from textgen.export.gguf import check_dtype
+    from textgen.settings import ModelConfig
+
+    check_dtype(ModelConfig(n_embd=64, n_head=4, vocab_size=300), "q8_0")
+    with pytest.raises(TextgenError, match="blocks of 32 values.*n_embd 48"):
+        check_dtype(ModelConfig(n_embd=48, n_head=4, vocab_size=300), "q8_0")
+
+
+def test_llama_cpp_runs_the_classic_recipe_as_gpt2(models, tmp_path):
+    """Learned positions, LayerNorm and GELU: llama.cpp's gpt2 architecture."""
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python: make verify-gguf")
+    lm = model_folder.load(models["classic"])
+    path = tmp_path / "classic.gguf"
+    export(lm, path, "gguf")
+    f32 = llama_cpp.GGML_TYPE_F32
+    llm = llama_cpp.Llama(
+        str(path), n_ctx=96, logits_all=True, verbose=False, n_threads=1, type_k=f32, type_v=f32
+    )
+    ids = lm.tokenizer.encode_document(PROMPTS[1])
+    llm.eval(ids)
+    theirs = torch.tensor(llm.scores[: len(ids)])
+    # ggml's GELU is its own tanh approximation: logits agree a little less closely
+    assert (theirs - textgen_logits(lm, ids)).abs().max() < 1e-3

@@ -192,3 +192,35 @@ def test_training_on_cpu_keeps_the_memory_a_step_frees_for_the_next():
 
     assert free_bytes_kept("prepared") >= 64 * 2**20  # ready for the next step
     assert free_bytes_kept("plain") < 64 * 2**20  # glibc's default gives it back
+
+
+def test_recipe_classic_trains_nanogpt_s_shape_and_options_still_count(
+    tmp_path, corpus_file, capsys, monkeypatch
+):
+    from helpers import run_cli
+
+    folder = tmp_path / "classic"
+    code, _, err = run_cli(
+        capsys, monkeypatch, "train", str(corpus_file), "--model", str(folder),
+        "--recipe", "classic", "--steps", "2", "--context", "32",
+    )  # fmt: skip
+    assert code == 0, err
+    meta = model_folder.read_config(folder)
+    config = meta["model_config"]
+    assert (config.n_layer, config.n_embd, config.n_head) == (4, 128, 4)
+    assert (config.position, config.norm, config.activation) == ("learned", "layernorm", "gelu")
+    assert config.context_window == 32 and config.vocab_size == 257  # bytes for characters
+    state = torch_load_config(folder)
+    assert state["optimizer"] == "adamw" and state["batch_size"] == 12
+    code, _, err = run_cli(
+        capsys, monkeypatch, "train", "--model", str(folder), "--resume", "--recipe", "classic"
+    )
+    assert code == 2 and "--recipe starts a new model" in err
+    code, _, err = run_cli(capsys, monkeypatch, "train", "--recipe", "nano")
+    assert code == 2 and "--recipe: choose one of default, classic" in err
+
+
+def torch_load_config(folder) -> dict:
+    import torch
+
+    return torch.load(folder / "train_state.pt", weights_only=True)["train_config"]

@@ -63,4 +63,7 @@ def export(
     lm = load(resolve(model))
     target = write_export(lm, out, chosen.name, dtype)
     notice(console, f"wrote {out}: {target.name} architecture, {dtype or chosen.dtypes[0]}")
-    notice(console, chosen.loading.format(out=str(out)))
+    for line in chosen.loading.format(out=str(out), context=lm.model_config.context_window).split(
+        "\n"
+    ):
+        notice(console, line)

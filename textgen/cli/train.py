@@ -21,7 +21,8 @@ from textgen.cli.options import (
 from textgen.errors import SettingError
 from textgen.records import World
 from textgen.settings import ModelShape, TrainConfig
-from textgen.training.recipe import SIZE_PRESETS, check_shape, model_shape
+from textgen.training.recipe import RECIPES, SIZE_PRESETS, check_shape, model_shape
+from textgen.training.recipe import recipe as choose_recipe
 from textgen.ui.console import notice
 from textgen.units import parse_duration
 
@@ -41,6 +42,14 @@ def train(
             f"{', '.join(SIZE_PRESETS)}."
         ),
     ] = "auto",
+    recipe: Annotated[
+        str,
+        typer.Option(
+            help="Where the settings start: "
+            + "; ".join(f"{name}: {r.summary}" for name, r in RECIPES.items())
+            + ". Any option given still counts."
+        ),
+    ] = "default",
     layers: Annotated[
         int | None,
         typer.Option(help="Override the preset's layers (with auto: the depth, 32 wide each)."),
@@ -157,7 +166,10 @@ def train(
     world = World.from_environment()
     shape_options = (size != "auto", layers, width, heads, context, vocab_size)
     _check_combination(corpus, world, resume, overwrite, base, shape_options)
-    shape = model_shape(size, layers, width, heads).but(
+    start = choose_recipe(recipe)
+    if recipe != "default" and (resume or base):
+        raise SettingError("--recipe starts a new model; a resumed or fine-tuned one keeps its own")
+    shape = start.shape.but(model_shape(size, layers, width, heads)).but(
         ModelShape(context_window=context, dropout=dropout)
     )
     check_shape(shape)  # before any work
@@ -174,9 +186,9 @@ def train(
         device=device,
         **_save_every(save_every),
     )
-    vocab_tokens, folder = parse_vocab_size(vocab_size), resolve(model)
+    vocab_tokens, folder = parse_vocab_size(vocab_size) or start.vocab_size, resolve(model)
     budget = time_budget or (None if steps else 300.0)
-    config = TrainConfig(steps=steps, time_budget=budget, **given)
+    config = TrainConfig(steps=steps, time_budget=budget, **{**start.training, **given})
 
     from textgen.store.metrics import read_metrics
     from textgen.training.run import resume as resume_run

@@ -76,9 +76,10 @@ def check_destination(out: Path, form: Format, overwrite: bool) -> None:
     """Before any work: OUT is new, or (with --overwrite) a previous export in this format.
     Nothing else is ever replaced: a textgen model, a folder holding one or a file of one
     least of all (`textgen.store.guard`)."""
-    if not out.exists():
-        return
-    refuse_model(out, "")
+    empty = out.is_dir() and not out.is_symlink() and not any(out.iterdir())
+    if not out.exists() or (empty and not form.is_file):
+        return  # new, or an empty folder for a folder export: nothing there to lose
+    refuse_model(out, str(out))
     if form.is_file and out.is_dir():
         raise TextgenError(
             f"{out} is a folder; a {form.title} export is a file, e.g. {out}{form.suffix}"

@@ -43,7 +43,7 @@ class Format:
     dtypes: tuple[str, ...]  # the weights' precisions it takes, the default first
     # write(lm, out, target, dtype): into `out`, a new file or folder (see `suffix`)
     write: Callable[[LoadedModel, Path, Target, str], None]
-    loading: str  # how to run the export, with {out} for its path
+    loading: str  # how to run the export, with {out} for its path, {context} the window
     # is_export(path): whether `path` holds an export of this format (what --overwrite
     # may replace; nothing else is ever replaced)
     is_export: Callable[[Path], bool]

@@ -9,8 +9,10 @@ and `AutoTokenizer.from_pretrained` load it with no custom code.
   its matrices transposed (GPT-2 keeps them as `Conv1D`).
 
 The tokenizer adds `<|endoftext|>` before each text, as textgen does, and reads a typed
-"<|endoftext|>" as text. No pad token is named: transformers would mask out every
-`<|endoftext|>` it finds in a prompt as padding, the one that starts each text included.
+"<|endoftext|>" as text. It pads batches with `<|endoftext|>` on the left (the mask it
+returns marks the padding alone); the model's configs name no pad token, or
+transformers' `generate`, given ids without a mask, would mask out every
+`<|endoftext|>` as padding, the one that starts each text included.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from textgen.export.format import ARCEE, GPT2, Format, Target, tensor
-from textgen.files import write_json, write_text
+from textgen.files import atomic_write, write_json, write_text
 
 if TYPE_CHECKING:
     import torch
@@ -57,7 +59,10 @@ def write(lm: LoadedModel, folder: Path, target: Target, dtype: str) -> None:
     else:
         weights, config = _arcee_weights(model), _arcee_config(model, tokenizer.eot_id)
     state = {name: tensor(weight, dtype) for name, weight in weights.items()}
-    save_file(state, str(folder / "model.safetensors"), {"format": "pt"})
+    # written as every other file is (safetensors alone would make it private to its owner)
+    atomic_write(
+        folder / "model.safetensors", lambda tmp: save_file(state, str(tmp), {"format": "pt"})
+    )
     mark = {MARK: {"model": lm.folder.name}}
     write_json(folder / "config.json", {**config, "torch_dtype": dtype, **mark})
     write_json(folder / "generation_config.json", _generation_config(tokenizer.eot_id))
@@ -212,6 +217,7 @@ def _write_tokenizer(folder: Path, tokenizer: Tokenizer, context: int) -> None:
     )
     write_text(folder / "tokenizer.json", hf.to_str())
     special = {"bos_token": END_OF_TEXT, "eos_token": END_OF_TEXT, "unk_token": END_OF_TEXT}
+    special["pad_token"] = END_OF_TEXT
     write_json(folder / "special_tokens_map.json", special)
     write_json(
         folder / "tokenizer_config.json",
@@ -219,6 +225,14 @@ def _write_tokenizer(folder: Path, tokenizer: Tokenizer, context: int) -> None:
             "tokenizer_class": "PreTrainedTokenizerFast",
             **special,
             "model_max_length": context,
+            # batches pad with the end-of-text marker on the left, so that every row's
+            # text ends where generation goes on; a text cut to the window keeps its end,
+            # as textgen does. Only the tokenizer pads: a pad_token_id in the model's
+            # configs would make `generate` mask every end-of-text marker it is given
+            # without an attention mask, the one that starts each text among them
+            "pad_token": END_OF_TEXT,
+            "padding_side": "left",
+            "truncation_side": "left",
             "split_special_tokens": True,  # a typed "<|endoftext|>" is text, as in textgen
             "clean_up_tokenization_spaces": False,
         },

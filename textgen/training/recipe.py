@@ -13,7 +13,8 @@ docs/recipe.md. Imports no torch, so the CLI can check a shape instantly.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Any
 
 from textgen.errors import SettingError
 from textgen.settings import MIN_VOCAB_SIZE, ModelShape, TrainConfig
@@ -55,6 +56,52 @@ def model_shape(
         n_layer, n_embd, n_head = SIZE_PRESETS[size]
         shape = ModelShape(n_layer=n_layer, n_embd=n_embd, n_head=n_head)
     return shape.but(chosen)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named starting point (`train --recipe NAME`): a shape, training settings and a
+    vocabulary, each still overridden by its own option."""
+
+    shape: ModelShape
+    training: dict[str, Any]  # TrainConfig fields
+    vocab_size: int | None  # None: sized to the corpus (`default_vocab_size`)
+    summary: str
+
+
+RECIPES = {
+    "default": Recipe(ModelShape(), {}, None, "textgen's own (sized to the corpus and budget)"),
+    # nanoGPT's CPU recipe (its README: train_shakespeare_char.py with --device=cpu,
+    # block 64, batch 12, 4 layers, 4 heads, 128 wide, no dropout): GPT-2's architecture,
+    # AdamW, and a tokenizer of bytes alone, which is nanoGPT's characters for ASCII text
+    "classic": Recipe(
+        ModelShape(
+            n_layer=4,
+            n_embd=128,
+            n_head=4,
+            context_window=64,
+            dropout=0.0,
+            position="learned",
+            norm="layernorm",
+            activation="gelu",
+        ),
+        {
+            "optimizer": "adamw",
+            "learning_rate": 1e-3,
+            "batch_size": 12,
+            "bpe_dropout": 0.0,
+            "warmup_steps": 100,
+        },  # fmt: skip
+        MIN_VOCAB_SIZE,
+        "nanoGPT's: GPT-2's architecture, 4×128, AdamW, bytes for characters",
+    ),
+}
+
+
+def recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise SettingError(f"{{name}}: choose one of {', '.join(RECIPES)}", "recipe")
+    return RECIPES[name]
 
 
 def check_shape(shape: ModelShape) -> None:
