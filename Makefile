@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench llama verify-gguf clean
+.PHONY: setup demo test lint bench llama harness verify-gguf clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,11 @@ lint: setup
 # the tests that run GGUF exports in llama.cpp itself need it.
 llama: setup
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[llama]'
+
+# lm-evaluation-harness (and the datasets stack it brings): the test that scores a model
+# through textgen serve with it needs it
+harness: setup
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[harness]'
 
 verify-gguf: llama
 	$(BIN)/python -m pytest -q tests/test_export.py

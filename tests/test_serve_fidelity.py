@@ -153,3 +153,15 @@ def test_a_streamed_echo_carries_the_prompt_s_logprobs_first(http):
         lines = [line for line in response.iter_lines() if line.startswith("data: {")]
     first = httpx.Response(200, content=lines[0][6:]).json()["choices"][0]
     assert first["text"] == TEXT and first["logprobs"]["token_logprobs"][0] is None
+
+
+def test_echo_scores_every_token_a_window_can_predict(client, lm):
+    """A prompt one token longer than the window is scored whole: the model reads all but
+    its last token, and predicts each after the first."""
+    window = lm.model_config.context_window
+    ids = lm.tokenizer.encode_document(TEXT * 10)[: window + 1]
+    answer = client.completions.create(
+        model="tiny", prompt=ids, max_tokens=0, echo=True, logprobs=0
+    )
+    logprobs = answer.choices[0].logprobs.token_logprobs
+    assert len(logprobs) == window + 1 and logprobs[0] is None and None not in logprobs[1:]

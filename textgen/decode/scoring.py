@@ -22,10 +22,10 @@ from textgen.text.tokenizer import StreamDecoder
 def token_logprobs(
     model: Transformer, ids: list[int], decoder: StreamDecoder, top: int = 0
 ) -> list[TokenRecord]:
-    """A record for each of `ids` (at most a context window of them): the text it adds,
-    its log-probability given the ids before it (temperature 1; None for the first, which
-    nothing precedes) and the `top` most likely tokens at its place. `prob` is the model's
-    own probability: nothing is sampled here."""
+    """A record for each of `ids` (at most one more than the context window: the last is
+    predicted, never read): the text it adds, its log-probability given the ids before it
+    (temperature 1; None for the first, which nothing precedes) and the `top` most likely
+    tokens at its place. `prob` is the model's own probability: nothing is sampled here."""
     if not ids:
         return []
     records = [TokenRecord(0, ids[0], decoder.feed(ids[0]), 1.0, None)]

@@ -125,12 +125,22 @@ class Prompt:
                 )
             self.ids, self.text = given[-window:], tokenizer.decode(given)
             self.tokens, self.dropped = len(given), len(given) - len(given[-window:])
+            self.scored = given[-(window + 1) :]
             return
         self.text = given
+        self.scored = None  # made when asked for (`scored_ids`)
         self.ids, counted = prompt_window(tokenizer, given, window)
         # a very long prompt is tokenized from its end only; usage counts all of it
         self.tokens = counted if counted is not None else len(tokenizer.encode(given))
         self.dropped = max(0, self.tokens + 1 - len(self.ids))
+
+    def scored_ids(self, served: Served) -> list[int]:
+        """The ids a score of the prompt covers (`echo` with `logprobs`): one more than
+        the window, since the last is predicted, not read."""
+        if self.scored is None:
+            window = served.lm.model_config.context_window
+            self.scored = prompt_window(served.lm.tokenizer, self.text, window + 1)[0]
+        return self.scored
 
 
 def submit(served: Served, prompts: list[Prompt], settings, n: int, show_top: int) -> Run:  # noqa: ANN001

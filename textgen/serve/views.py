@@ -110,7 +110,8 @@ class CompletionView(View):
             return
         for i, prompt in enumerate(self.prompts):
             decoder = StreamDecoder(self.tokenizer.token_bytes)
-            records = token_logprobs(self.served.lm.model, prompt.ids, decoder, self.body.logprobs)
+            ids = prompt.scored_ids(self.served)
+            records = token_logprobs(self.served.lm.model, ids, decoder, self.body.logprobs)
             kept = sum(len(r.text) for r in records)  # a prompt cut to the window: its end
             self.echoed[i] = self.logprobs(records, len(prompt.text) - kept)
 
