@@ -280,5 +280,5 @@ def test_a_picture_names_its_format_and_its_extra(capsys, monkeypatch, trained_f
     code, _, err = run_cli(
         capsys, monkeypatch, "info", "-m", folder, "--save", str(tmp_path / "x.png")
     )
-    one_line_error(code, err, 1, "pip install 'textgen[plot]'")
+    one_line_error(code, err, 1, "pip install 'textgen-cli[plot]'")
     assert not (tmp_path / "x.png").exists()

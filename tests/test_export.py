@@ -381,5 +381,14 @@ def test_llama_cpp_runs_the_classic_recipe_as_gpt2(models, tmp_path):
     ids = lm.tokenizer.encode_document(PROMPTS[1])
     llm.eval(ids)
     theirs = torch.tensor(llm.scores[: len(ids)])
-    # ggml's GELU is its own tanh approximation: logits agree a little less closely
-    assert (theirs - textgen_logits(lm, ids)).abs().max() < 1e-3
+    # ggml's GELU reads a float16 table of the curve: logits agree less closely (1e-3 seen)
+    gelu_tolerance = 5e-3
+    assert (theirs - textgen_logits(lm, ids)).abs().max() < gelu_tolerance
+    llm.reset()
+    prompt_ids = lm.tokenizer.encode_document(PROMPTS[0])
+    chosen = []
+    for token in llm.generate(prompt_ids, temp=0.0, top_k=1):
+        chosen.append(token)
+        if len(chosen) == 30:
+            break
+    assert_greedy_by_textgen(lm, prompt_ids, chosen, gelu_tolerance)

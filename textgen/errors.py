@@ -39,3 +39,12 @@ class Interrupted(TextgenError):
         super().__init__(message)
         self.signal_number = signal_number
         self.exit_code = 128 + signal_number
+
+
+# The name textgen is published under: `textgen` on PyPI is another project.
+DISTRIBUTION = "textgen-cli"
+
+
+def install_hint(extra: str) -> str:
+    """How to install an optional part: "pip install 'textgen-cli[serve]'"."""
+    return f"pip install '{DISTRIBUTION}[{extra}]' (in a clone: pip install -e '.[{extra}]')"

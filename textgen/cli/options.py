@@ -44,7 +44,7 @@ SaveOption = Annotated[
     typer.Option(
         "--save",
         metavar="FILE",
-        help="Also draw it as a picture: FILE.png or FILE.svg (needs textgen[plot]).",
+        help="Also draw it as a picture: FILE.png or FILE.svg (needs textgen-cli[plot]).",
         show_default=False,
     ),
 ]

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from textgen.cli.options import console
-from textgen.errors import Interrupted, TextgenError
+from textgen.errors import Interrupted, TextgenError, install_hint
 from textgen.ui.console import notice
 
 
@@ -56,7 +56,7 @@ def serve(
         import uvicorn  # noqa: F401
     except ImportError:
         raise TextgenError(
-            "textgen serve needs FastAPI and uvicorn: pip install 'textgen[serve]'"
+            f"textgen serve needs FastAPI and uvicorn: {install_hint('serve')}"
         ) from None
     from textgen.serve.protocol import Limits
     from textgen.serve.registry import Registry

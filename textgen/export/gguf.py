@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from textgen.errors import TextgenError
+from textgen.errors import TextgenError, install_hint
 from textgen.export.format import ARCEE, GPT2, Format, Target, tensor
 from textgen.export.hf import LAYER_NORM_EPS, RMS_EPS
 
@@ -35,7 +35,7 @@ def _writer_module():  # noqa: ANN202
         import gguf
     except ImportError:
         raise TextgenError(
-            "the gguf package writes GGUF files and is not installed: pip install 'textgen[export]'"
+            f"the gguf package writes GGUF files and is not installed: {install_hint('export')}"
         ) from None
     return gguf
 

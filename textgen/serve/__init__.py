@@ -1,3 +1,3 @@
 """`textgen serve`: the models over OpenAI's HTTP API, so that every client of it (the
 openai SDK, llm, editors, curl) can use them. FastAPI and uvicorn are an optional extra:
-pip install 'textgen[serve]'."""
+pip install 'textgen-cli[serve]'."""

@@ -13,14 +13,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from textgen.errors import SettingError, TextgenError
+from textgen.errors import SettingError, TextgenError, install_hint
 from textgen.files import atomic_write
 from textgen.store.guard import check_new_file
 
 SIZE_INCHES = (8.0, 5.0)
 DPI = 150
 FORMATS = ("png", "svg")
-INSTALL = "pictures need matplotlib: pip install 'textgen[plot]'"
+INSTALL = f"pictures need matplotlib: {install_hint('plot')}"
 
 
 def check_picture_path(path: Path, overwrite: bool) -> str:
