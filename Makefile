@@ -2,6 +2,10 @@
 # green test run (`make test`). Both create .venv and install the pinned
 # versions from constraints.txt first.
 PYTHON ?= python3
+# Where torch comes from besides PyPI: https://download.pytorch.org/whl/cpu for the CPU
+# build on Linux (PyPI's is the CUDA build); empty: PyPI and pip's own configuration
+TORCH_INDEX ?=
+PIP_INDEX := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -13,7 +17,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --quiet $(PIP_INDEX) -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 demo: setup

@@ -40,7 +40,7 @@ from textgen.store import folder as model_folder
 from textgen.text.corpus import open_corpus
 from textgen.training.evaluate import evaluate, token_byte_lengths
 from textgen.training.optim import make_optimizer
-from textgen.training.recipe import SIZE_PRESETS, default_dropout, depth_shape
+from textgen.training.recipe import RECIPES, SIZE_PRESETS, default_dropout, depth_shape
 from textgen.training.run import train
 from textgen.training.sizing import SpeedProbe
 from textgen.units import parse_duration
@@ -130,17 +130,7 @@ def run_classic(
     encode = lambda s: np.array([index.get(c, 0) for c in s], dtype=np.int64)  # noqa: E731
     train_ids, val_ids = encode(train_text), encode(held_out)
     byte_lengths = torch.tensor([1] + [len(c.encode()) for c in chars])
-    config = ModelConfig(
-        vocab_size=len(chars) + 1,
-        context_window=64,
-        n_layer=4,
-        n_head=4,
-        n_embd=128,
-        position="learned",
-        norm="layernorm",
-        activation="gelu",
-        tie_embeddings=True,
-    )
+    config = RECIPES["classic"].shape.config(len(chars) + 1)  # train --recipe classic's
     model = Transformer(config)
     settings = TrainConfig(
         learning_rate=1e-3, weight_decay=0.1, grad_clip=1.0, batch_size=12, optimizer="adamw"

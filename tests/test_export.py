@@ -72,6 +72,28 @@ def greedy_ids(lm, prompt: str, tokens: int) -> list[int]:
     return [r.token_id for r in completion if r.token_id is not None]
 
 
+def llama_logits(path: Path, ids: list[int]):  # noqa: ANN201 - (Llama, logits (T, V))
+    """llama.cpp (llama-cpp-python) on a GGUF file: the model, and its logits over `ids`
+    with a float32 key/value cache."""
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python: make verify-gguf")
+    f32 = llama_cpp.GGML_TYPE_F32
+    llm = llama_cpp.Llama(
+        str(path), n_ctx=96, logits_all=True, verbose=False, n_threads=1, type_k=f32, type_v=f32
+    )
+    llm.eval(ids)
+    return llm, torch.tensor(llm.scores[: len(ids)])
+
+
+def llama_greedy(llm, prompt_ids: list[int], tokens: int) -> list[int]:
+    """llama.cpp's greedy continuation of `prompt_ids`, `tokens` long."""
+    chosen = []
+    for token in llm.generate(prompt_ids, temp=0.0, top_k=1):
+        chosen.append(token)
+        if len(chosen) == tokens:
+            break
+    return chosen
+
+
 def assert_greedy_by_textgen(lm, prompt_ids: list[int], chosen: list[int], tolerance: float):
     """Each token another tool chose greedily is textgen's most likely next token, or tied
     with it to within `tolerance` (where float arithmetic in another order may pick either;
@@ -183,11 +205,7 @@ def test_llama_cpp_runs_the_gguf_export_as_textgen_runs_the_model(models, tmp_pa
     assert (theirs - textgen_logits(lm, ids)).abs().max() < LOGIT_TOLERANCE
     llm.reset()
     prompt_ids = lm.tokenizer.encode_document(PROMPTS[0])
-    chosen = []
-    for token in llm.generate(prompt_ids, temp=0.0, top_k=1):
-        chosen.append(token)
-        if len(chosen) == 30:
-            break
+    chosen = llama_greedy(llm, prompt_ids, 30)
     assert_greedy_by_textgen(lm, prompt_ids, chosen, LOGIT_TOLERANCE)
 
 
@@ -343,14 +361,8 @@ def test_a_q8_0_export_runs_in_llama_cpp_close_to_textgen(models, tmp_path):
     assert kinds["blk.0.attn_q.weight"] == kinds["token_embd.weight"] == "Q8_0"
     assert kinds["output_norm.weight"] == "F32"
     assert path.stat().st_size < 0.4 * (4 * lm.model.num_parameters())
-    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python: make verify-gguf")
-    f32 = llama_cpp.GGML_TYPE_F32
-    llm = llama_cpp.Llama(
-        str(path), n_ctx=96, logits_all=True, verbose=False, n_threads=1, type_k=f32, type_v=f32
-    )
     ids = lm.tokenizer.encode_document(PROMPTS[1])
-    llm.eval(ids)
-    theirs = torch.tensor(llm.scores[: len(ids)])
+    _, theirs = llama_logits(path, ids)
     ours = textgen_logits(lm, ids)
     assert (theirs - ours).abs().max() < 0.1  # 8-bit weights: close, not equal
     targets = torch.tensor(ids[1:])[:, None]
@@ -370,25 +382,15 @@ def test_q8_0_needs_rows_in_blocks_of_32(tmp_path):
 
 def test_llama_cpp_runs_the_classic_recipe_as_gpt2(models, tmp_path):
     """Learned positions, LayerNorm and GELU: llama.cpp's gpt2 architecture."""
-    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python: make verify-gguf")
     lm = model_folder.load(models["classic"])
     path = tmp_path / "classic.gguf"
     export(lm, path, "gguf")
-    f32 = llama_cpp.GGML_TYPE_F32
-    llm = llama_cpp.Llama(
-        str(path), n_ctx=96, logits_all=True, verbose=False, n_threads=1, type_k=f32, type_v=f32
-    )
     ids = lm.tokenizer.encode_document(PROMPTS[1])
-    llm.eval(ids)
-    theirs = torch.tensor(llm.scores[: len(ids)])
+    llm, theirs = llama_logits(path, ids)
     # ggml's GELU reads a float16 table of the curve: logits agree less closely (1e-3 seen)
     gelu_tolerance = 5e-3
     assert (theirs - textgen_logits(lm, ids)).abs().max() < gelu_tolerance
     llm.reset()
     prompt_ids = lm.tokenizer.encode_document(PROMPTS[0])
-    chosen = []
-    for token in llm.generate(prompt_ids, temp=0.0, top_k=1):
-        chosen.append(token)
-        if len(chosen) == 30:
-            break
+    chosen = llama_greedy(llm, prompt_ids, 30)
     assert_greedy_by_textgen(lm, prompt_ids, chosen, gelu_tolerance)
