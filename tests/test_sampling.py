@@ -132,6 +132,7 @@ def test_settings_that_change_the_distribution_never_share_a_batch_group():
         "seed": 3,
         "stop": ("x",),
         "num_samples": 2,
+        "logit_bias": ((1, 2.0),),
     }
     assert set(changed) == {f.name for f in dataclasses.fields(SampleConfig)}
     for name, value in changed.items():

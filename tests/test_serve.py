@@ -120,11 +120,13 @@ def test_logprobs_echo_stop_and_several_choices(client):
     for choice in answer.choices:
         assert choice.text.startswith(PROMPT)
         assert "." not in choice.text[len(PROMPT) :]
-        logprobs = choice.logprobs
+        logprobs = choice.logprobs  # the echoed prompt's tokens first, then the new ones
         assert len(logprobs.tokens) == len(logprobs.token_logprobs) == len(logprobs.top_logprobs)
-        assert all(lp <= 0 for lp in logprobs.token_logprobs)
-        assert all(len(top) <= 3 for top in logprobs.top_logprobs)
-        assert logprobs.text_offset[0] == len(PROMPT)
+        assert logprobs.token_logprobs[0] is None and logprobs.top_logprobs[0] is None
+        assert all(lp <= 0 for lp in logprobs.token_logprobs[1:])
+        assert all(len(top) <= 3 for top in logprobs.top_logprobs[1:])
+        assert logprobs.text_offset[0] == 0
+        assert len(PROMPT) in logprobs.text_offset  # where the completion's first token starts
     assert len({c.text for c in answer.choices}) > 1  # seeds 4, 5, 6
 
 
