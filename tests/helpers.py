@@ -113,7 +113,7 @@ def run_in_terminal(
     stderr_tty: bool = True,
     signal_after: tuple[int, int] | None = None,
     columns: int = 200,
-    timeout: float = 120,
+    timeout: float = 300,  # generous: a loaded machine trains and decodes slowly
 ) -> Terminal:
     """`textgen ARGS` with stdout and/or stderr on a real pseudo-terminal (Python's pty),
     the others on files. `signal_after=(SIGNAL, N)` sends SIGNAL once N bytes have appeared
