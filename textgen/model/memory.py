@@ -2,7 +2,7 @@
 work the machine cannot hold is refused in one line rather than ended by the kernel's
 out-of-memory killer (which leaves no message, and a lock and a staging folder behind).
 
-The estimates are float32 and deliberately simple; measured on CPU they come within 10 %
+The estimates are float32 and deliberately simple; measured on CPU they come within 5 %
 of the peak of a forward and backward pass at the shapes textgen trains, and above it
 where attention is long:
 
