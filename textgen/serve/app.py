@@ -63,8 +63,7 @@ def create_app(
         entries = await run_in_threadpool(registry.entries)
         found = next((e for e in entries if e["id"] == name), None)
         if found is None:
-            known = ", ".join(e["id"] for e in entries) or "none"
-            raise UnknownModel(f"no model named {name!r} is served here (served: {known})")
+            raise UnknownModel(name, [e["id"] for e in entries])
         return found
 
     @app.post("/v1/completions")

@@ -21,6 +21,10 @@ from textgen.units import count
 class UnknownModel(TextgenError):
     """No model of that name is served."""
 
+    def __init__(self, name: str, served: list[str]) -> None:
+        known = ", ".join(served) or "none"
+        super().__init__(f"no model named {name!r} is served here (served: {known})")
+
 
 @dataclass
 class Served:
@@ -87,8 +91,7 @@ class Registry:
                 self.log(f"{name} changed on disk (a new checkpoint): reloading it")
             folder = self.available().get(name)
             if folder is None:
-                known = ", ".join(self.available()) or "none"
-                raise UnknownModel(f"no model named {name!r} is served here (served: {known})")
+                raise UnknownModel(name, list(self.available()))
             self._make_room()
             started, published = time.perf_counter(), checkpoint(folder)
             lm = model_folder.load(folder, dtype="auto")
