@@ -97,12 +97,20 @@ def _unpacked(package: str, cache: Path) -> Path:
     """A Debian package fetched with apt-get download and unpacked into the cache."""
     unpacked = cache / package
     if not unpacked.exists():
-        with tempfile.TemporaryDirectory() as tmp:
+        cache.mkdir(parents=True, exist_ok=True)
+        # unpacked beside the cache entry and renamed into place: a failed or concurrent
+        # fetch never leaves a half-unpacked package behind
+        with tempfile.TemporaryDirectory(dir=cache) as tmp:
             subprocess.run(
                 ["apt-get", "download", package], cwd=tmp, check=True, capture_output=True
             )
             deb = next(Path(tmp).glob("*.deb"))
-            subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
+            subprocess.run(["dpkg-deb", "-x", str(deb), f"{tmp}/root"], check=True)
+            try:
+                Path(tmp, "root").rename(unpacked)
+            except OSError:  # another process put it in place first
+                if not unpacked.is_dir():
+                    raise
     return unpacked
 
 
