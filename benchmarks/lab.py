@@ -130,11 +130,14 @@ def calibrate(args: argparse.Namespace) -> None:
     keep_freed_memory()
     torch.set_num_threads(args.threads)
     data = json.loads(THROUGHPUT.read_text()) if THROUGHPUT.exists() else {}
-    data.update(
-        threads=args.threads,
-        measured=datetime.datetime.now().isoformat(timespec="seconds"),
-        commit=_commit(),
-    )
+    full = args.full or "training_share" not in data
+    stamp = {
+        "threads": args.threads,
+        "measured": datetime.datetime.now().isoformat(timespec="seconds"),
+        "commit": _commit(),
+    }
+    if full:
+        data.update(stamp)
     data.setdefault("textgen", {})
     dropout = default_dropout(10**6)  # every suite corpus is a small one
     for name in args.variants:
@@ -153,12 +156,17 @@ def calibrate(args: argparse.Namespace) -> None:
                 rates[str(vocab)] = probe.tokens_per_second(args.seconds, min_steps=3)
             key = shape_key(ModelConfig(vocab_size=512, **shape), train)
             data["textgen"][key] = rates
+            if not full:  # a shape added to an earlier table: when and where it was measured
+                data.setdefault("added", {})[key] = stamp
             print(f"  {key}: " + ", ".join(f"{v} {r:,.0f}" for v, r in rates.items()), flush=True)
-    data["classic"] = run_classic_rate(args.seconds)
-    print(f"  classic: {data['classic']:,.0f} tokens/s", flush=True)
-    THROUGHPUT.write_text(json.dumps(data, indent=1) + "\n")
-    data["training_share"] = _training_share(Table(data))
-    print(f"  share of a real 60 s run spent training: {data['training_share']:.3f}", flush=True)
+    if full:
+        # the budgets of every run in the notebook follow from these: measured once, kept
+        # when shapes are added later (a new variant's shapes on the same machine)
+        data["classic"] = run_classic_rate(args.seconds)
+        print(f"  classic: {data['classic']:,.0f} tokens/s", flush=True)
+        THROUGHPUT.write_text(json.dumps(data, indent=1) + "\n")
+        data["training_share"] = _training_share(Table(data))
+        print(f"  share of a real 60 s run spent training: {data['training_share']:.3f}")
     if args.nanogpt:
         import nanogpt
         from corpus_suite import corpus_text
@@ -432,6 +440,11 @@ def main() -> None:
     cal.add_argument("--seconds", type=float, default=1.5)
     cal.add_argument("--threads", type=int, default=2)
     cal.add_argument("--nanogpt", type=Path)
+    cal.add_argument(
+        "--full",
+        action="store_true",
+        help="measure the classic rate and the training share again too (changes every budget)",
+    )
     run = commands.add_parser("run", help="run experiments, appending to the notebook")
     run.add_argument("--corpora", nargs="+", default=CORPORA)
     run.add_argument("--variants", nargs="+", default=["nanogpt", "classic", "default"])
