@@ -3,11 +3,14 @@ exported model decoded by textgen, transformers and llama.cpp.
 
     python benchmarks/decode_speed.py            # both sizes, 256 new tokens
     python benchmarks/decode_speed.py --tokens 512 --repeats 5
+    python benchmarks/decode_speed.py --llama-bin ~/llama.cpp/build/bin   # + llama-bench
 
 All variants run in one process on the same weights-shaped models, greedy, so the
 ratios are what matter (the machines are shared and noisy; the best of --repeats runs
 is reported). Hugging Face `transformers` is a benchmark-only extra
-(`pip install -e '.[bench]'`); without it that row is skipped. Then the start-up of the
+(`pip install -e '.[bench]'`); without it that row is skipped, and so are llama-cpp-python's
+(`make llama`) and llama.cpp's own binaries' (`--llama-bin`, built from llama.cpp's
+source: `cmake -B build && cmake --build build --target llama-bench`). Then the start-up of the
 CLI: `textgen --help`, `python -c "import torch"`, and time to the first generated token,
 with its breakdown.
 """
@@ -173,8 +176,22 @@ def exported_runners(
     return runners
 
 
-def export_table(tokens: int, repeats: int) -> None:
-    """The same exported model decoded by textgen, transformers and llama.cpp (f32)."""
+def llama_bench(binary: str, gguf: Path, tokens: int, threads: int, repeats: int) -> float:
+    """llama.cpp's own measure of its decoding speed (`llama-bench -p 0 -n N`: generated
+    tokens/s at batch 1, model loading left out), the mean of `repeats` runs."""
+    out = subprocess.run(
+        [binary, "-m", str(gguf), "-p", "0", "-n", str(tokens), "-t", str(threads)]
+        + ["-r", str(repeats), "-o", "json"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return float(json.loads(out)[0]["avg_ts"])
+
+
+def export_table(tokens: int, repeats: int, llama_bin: Path | None = None) -> None:
+    """The same exported model decoded by textgen, transformers and llama.cpp (f32): the
+    llama-cpp-python binding, and with `llama_bin` llama.cpp's own C++ `llama-bench`."""
     threads = torch.get_num_threads()
     print(
         f"\nthe same model, exported: tokens/s at batch 1, greedy, {tokens} new tokens after "
@@ -195,6 +212,14 @@ def export_table(tokens: int, repeats: int) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             runners = exported_runners(model, tokenizer, Path(tmp), prompt, tokens)
             rates = {}
+            if llama_bin is not None:
+                from textgen.export import export
+
+                gguf = Path(tmp) / "bench.gguf"
+                export(LoadedModel(Path(tmp), model, tokenizer, {}), gguf, "gguf")
+                for t in sorted({1, threads}):
+                    rate = llama_bench(str(llama_bin / "llama-bench"), gguf, tokens, t, repeats)
+                    rates[f"llama-bench {t}t"] = (rate, rate)
             for tool, run in runners.items():
                 if tool.startswith("llama.cpp"):
                     rates[tool] = (best_rate(run, tokens, repeats),) * 2
@@ -203,11 +228,11 @@ def export_table(tokens: int, repeats: int) -> None:
                 one = best_rate(run, tokens, repeats)
                 torch.set_num_threads(threads)
                 rates[tool] = (one, best_rate(run, tokens, repeats))
-        llama = [max(r) for tool, r in rates.items() if tool.startswith("llama.cpp")]
+        llama = [max(r) for tool, r in rates.items() if tool.startswith("llama")]
         reference = max(llama) if llama else float("nan")  # llama.cpp at its best
         params = model.num_parameters() / 1e6
         for tool, (one, every) in rates.items():
-            if tool.startswith("llama.cpp"):
+            if tool.startswith("llama"):
                 shown = f"{one:>10.0f}{'':>10}" if tool.endswith(" 1t") else f"{'':>10}{one:>10.0f}"
             else:
                 shown = f"{one:>10.0f}{every:>10.0f}"
@@ -299,8 +324,8 @@ def startup_table(repeats: int) -> None:
     print(f"  python -c 'import torch'       {torch_import:6.3f} s")
     print(f"  textgen --help                 {help_time:6.3f} s   (target <= 0.3 s)")
     print(
-        f"  textgen generate: first token  {ttft:6.3f} s   (target <= import torch + 0.5 = "
-        f"{torch_import + 0.5:.3f} s)"
+        f"  textgen generate: first token  {ttft:6.3f} s   (target <= import torch + 0.3 = "
+        f"{torch_import + 0.3:.3f} s)"
     )
     print("  breakdown inside the process:")
     for phase, seconds in phases.items():
@@ -312,10 +337,16 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-startup", action="store_true")
+    parser.add_argument(
+        "--llama-bin",
+        type=Path,
+        metavar="DIR",
+        help="a folder with llama.cpp's binaries (llama-bench): its own decoding speed too",
+    )
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     decode_table(args.tokens, args.repeats)
-    export_table(args.tokens, args.repeats)
+    export_table(args.tokens, args.repeats, args.llama_bin)
     if not args.skip_startup:
         startup_table(args.repeats)
 

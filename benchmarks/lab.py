@@ -124,7 +124,7 @@ def calibrate(args: argparse.Namespace) -> None:
 
     from textgen.model.device import keep_freed_memory
     from textgen.settings import ModelConfig, TrainConfig
-    from textgen.training.recipe import default_dropout, depth_shape
+    from textgen.training.recipe import DROPOUT, depth_shape
     from textgen.training.sizing import SpeedProbe
 
     keep_freed_memory()
@@ -139,7 +139,7 @@ def calibrate(args: argparse.Namespace) -> None:
     if full:
         data.update(stamp)
     data.setdefault("textgen", {})
-    dropout = default_dropout(10**6)  # every suite corpus is a small one
+    dropout = DROPOUT  # every suite corpus is read more than once
     for name in args.variants:
         arch, changes, _ = variant(name)
         train = replace(TrainConfig(), **changes)
@@ -254,35 +254,32 @@ def _run_textgen(
         with open_corpus([str(path)]) as corpus:
             tokenizer = train_tokenizer(folder, corpus, vocab)
             data = split(encode(corpus, tokenizer, lambda e: None), config, 128, corpus)
-            shape, settled = recipe.for_corpus(
-                ModelShape(**architecture), config, corpus.total_bytes
-            )
             cpu = torch.device("cpu")
 
             def quiet_speed(model_config, train_config, device) -> float:
                 return table.rate(model_config, train_config) * table.data["training_share"]
 
+            # The shape and settings as `textgen train` completes them (run.py, _planned),
+            # at the table's speeds: the size, then the regularisation from the epochs of
+            # the steps a quiet machine would train; once more if the dropout chosen
+            # changes the shape's speed
+            shape = ModelShape(**architecture)
             if shape.n_layer is None:
+                probe = ModelShape(dropout=recipe.DROPOUT).but(shape)
                 choice = sizing.choose(
-                    shape, tokenizer.vocab_size, len(data.train), settled, cpu, speed=quiet_speed
+                    probe, tokenizer.vocab_size, len(data.train), config, cpu, speed=quiet_speed
                 )
                 shape = shape.but(recipe.depth_shape(choice.depth))
-            model_config = shape.config(tokenizer.vocab_size)
-            step_tokens = config.batch_size * model_config.context_window
-            steps = max(
-                1, round(table.training_tokens(model_config, settled, seconds) / step_tokens)
-            )
-            result = train(
-                folder,
-                corpus,
-                replace(config, steps=steps, time_budget=None),
-                replace(
-                    ModelShape(**architecture),
-                    n_layer=shape.n_layer,
-                    n_embd=shape.n_embd,
-                    n_head=shape.n_head,
-                ),
-            )
+            final = ModelShape(dropout=recipe.DROPOUT).but(shape)  # a guess
+            for _ in range(2):
+                model_config = final.config(tokenizer.vocab_size)
+                step_tokens = config.batch_size * model_config.context_window
+                tokens = table.training_tokens(model_config, config, seconds)
+                steps = max(1, round(tokens / step_tokens))
+                epochs = recipe.expected_epochs(steps * step_tokens, len(data.train))
+                final, settled = recipe.regularised(shape, config, epochs)
+            model_config = final.config(tokenizer.vocab_size)
+            result = train(folder, corpus, replace(settled, steps=steps, time_budget=None), final)
         wall = time.perf_counter() - started
         scored = score(folder, held_out)
     return {
@@ -292,6 +289,9 @@ def _run_textgen(
         "shape": f"{model_config.n_layer}x{model_config.n_embd}",
         "vocab": tokenizer.vocab_size,
         "val_tokens": len(data.val),
+        "epochs": round(epochs, 2),
+        "dropout": model_config.dropout,
+        "bpe_dropout": settled.bpe_dropout,
         "seconds": wall,
         **scored,
     }

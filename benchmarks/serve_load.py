@@ -10,9 +10,12 @@ threads (batched: --slots 16, the default; one at a time: --slots 1, the others 
 its queue). Each of C clients streams
 --rounds completions back to back (seeded, temperature 1, --tokens each), as the openai
 client does over Server-Sent Events; a token is counted from the usage the server reports,
-the first token's time from the request to its first text chunk. With --url the same load
-is sent to any OpenAI-compatible server instead (llama.cpp's `llama-server`, ollama's
-`/v1`), as a third row set.
+the first token's time from the request to its first text chunk. With --llama-server
+PATH the same model, exported to GGUF (`textgen export`), is served by llama.cpp's own C++
+server beside it (`-np 16 -t 1`: 16 parallel sequences on one thread, as textgen serves by
+default), with the same prompts and lengths. With --url the same load is sent to any
+OpenAI-compatible server (ollama's `/v1`, say). A failed request (an HTTP error, a broken
+stream) is counted, not fatal.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ PROMPT = "The list"
 class Result:
     tokens: int
     first_token_s: float
+    failed: bool = False
 
 
 async def one_request(client: httpx.AsyncClient, base: str, model: str, seed: int, tokens: int):
@@ -53,8 +57,12 @@ async def one_request(client: httpx.AsyncClient, base: str, model: str, seed: in
     }
     try:
         return await _request(client, base, body)
-    except httpx.HTTPError as exc:
-        raise SystemExit(f"{base}: {type(exc).__name__} {exc} (did the server fail?)") from None
+    except (httpx.HTTPError, json.JSONDecodeError, RequestFailed):
+        return Result(0, 0.0, failed=True)
+
+
+class RequestFailed(Exception):
+    pass
 
 
 async def _request(client: httpx.AsyncClient, base: str, body: dict) -> Result:
@@ -62,7 +70,7 @@ async def _request(client: httpx.AsyncClient, base: str, body: dict) -> Result:
     first, counted, usage = None, 0, None
     async with client.stream("POST", f"{base}/completions", json=body) as response:
         if response.status_code != 200:
-            raise SystemExit(f"{base}: HTTP {response.status_code}: {await response.aread()}")
+            raise RequestFailed(f"HTTP {response.status_code}: {await response.aread()}")
         async for line in response.aiter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
@@ -75,7 +83,9 @@ async def _request(client: httpx.AsyncClient, base: str, body: dict) -> Result:
                     if first is None:
                         first = time.perf_counter() - started
     # servers that send no usage: count text chunks (one a token, as llama.cpp sends them)
-    return Result(usage if usage is not None else counted, first or 0.0)
+    if first is None:
+        raise RequestFailed("no text")
+    return Result(usage if usage is not None else counted, first)
 
 
 async def load(base: str, model: str, clients: int, rounds: int, tokens: int):
@@ -125,6 +135,53 @@ def textgen_server(model: str, slots: int, threads: int | None):
         process.wait(timeout=60)
 
 
+def wait_ready(url: str, process: subprocess.Popen, name: str) -> None:
+    for _ in range(1200):
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None:
+            raise SystemExit(f"{name} exited ({process.returncode})")
+        time.sleep(0.1)
+    raise SystemExit(f"{name}: not ready after 120 s")
+
+
+@contextmanager
+def llama_server(binary: str, model: str, parallel: int, threads: int):
+    """llama.cpp's own server on the model's GGUF export: `parallel` sequences, each with
+    the model's whole context window."""
+    import tempfile
+
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        gguf = f"{tmp}/model.gguf"
+        subprocess.run(
+            [sys.executable, "-m", "textgen", "export", "--model", model, "--format", "gguf", gguf],
+            check=True,
+            capture_output=True,
+        )
+        window = json.loads(
+            subprocess.run(
+                [sys.executable, "-m", "textgen", "info", "--model", model, "--json"],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+        )["model"]["context_window"]
+        command = [binary, "-m", gguf, "--port", str(port), "--host", "127.0.0.1"]
+        command += ["-np", str(parallel), "-t", str(threads), "-tb", str(threads)]
+        command += ["-c", str(parallel * window), "--no-webui"]
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_ready(f"http://127.0.0.1:{port}/health", process, "llama-server")
+            yield f"http://127.0.0.1:{port}/v1", process
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -138,10 +195,11 @@ def measure(name: str, base: str, model: str, args) -> dict[int, float]:
         results, seconds = asyncio.run(load(base, model, clients, args.rounds, args.tokens))
         tokens = sum(r.tokens for r in results)
         rates[clients] = tokens / seconds
-        firsts = [1000 * r.first_token_s for r in results]
+        firsts = [1000 * r.first_token_s for r in results if not r.failed] or [float("nan")]
         p50, p95 = statistics.median(firsts), percentile(firsts, 0.95)
+        failed = sum(r.failed for r in results)
         print(
-            f"| {name:<14} | {clients:>7} | {len(results):>8} | {tokens:>7} "
+            f"| {name:<16} | {clients:>7} | {len(results):>8} | {failed:>6} | {tokens:>7} "
             f"| {rates[clients]:>8.0f} | {rates[clients] / rates[args.clients[0]]:>4.1f}x "
             f"| {p50:>11.0f} | {p95:>11.0f} |",
             flush=True,
@@ -159,7 +217,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="the servers' --threads")
     parser.add_argument("--url", help="also load this OpenAI-compatible server (its /v1)")
     parser.add_argument("--served-model", default="default", help="the model name for --url")
-    parser.add_argument("--skip-textgen", action="store_true", help="only the --url server")
+    parser.add_argument("--skip-textgen", action="store_true", help="only the other servers")
+    parser.add_argument(
+        "--llama-server", metavar="PATH", help="llama.cpp's llama-server binary, to run beside"
+    )
+    parser.add_argument("--llama-parallel", type=int, default=16, help="llama-server's -np")
     args = parser.parse_args()
 
     print(
@@ -167,18 +229,31 @@ def main() -> None:
         f"{os.cpu_count()} CPU cores, server threads: {args.threads or 'default'}\n"
     )
     print(
-        "| server         | clients | requests |  tokens | tokens/s | vs 1 | TTFT p50 ms "
-        "| TTFT p95 ms |"
+        "| server           | clients | requests | failed |  tokens | tokens/s | vs 1 "
+        "| TTFT p50 ms | TTFT p95 ms |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     summary = {}
     if not args.skip_textgen:
         for name, slots in ((f"batched ({args.slots})", args.slots), ("one at a time", 1)):
             with textgen_server(args.model, slots, args.threads) as (base, _):
                 summary[name] = measure(name, base, args.model, args)
+    if args.llama_server:
+        name = f"llama-server {args.llama_parallel}"
+        threads = args.threads or 1
+        with llama_server(args.llama_server, args.model, args.llama_parallel, threads) as (base, _):
+            summary[name] = measure(name, base, "model", args)
     if args.url:
         summary[args.url] = measure("--url", args.url.rstrip("/"), args.served_model, args)
-    if len(summary) >= 2 and 16 in args.clients and 1 in args.clients:
+    if args.llama_server and not args.skip_textgen:
+        batched, llama = summary[f"batched ({args.slots})"], summary[name]
+        print(
+            "\ntextgen batched / llama-server: "
+            + ", ".join(f"{c} clients {batched[c] / llama[c]:.2f}x" for c in args.clients)
+        )
+    if {f"batched ({args.slots})", "one at a time"} <= set(summary) and {1, 16} <= set(
+        args.clients
+    ):
         batched, alone = summary[f"batched ({args.slots})"], summary["one at a time"]
         print(
             f"\nat 16 clients: batched {batched[16]:.0f} tokens/s = "

@@ -40,7 +40,7 @@ from textgen.store import folder as model_folder
 from textgen.text.corpus import open_corpus
 from textgen.training.evaluate import evaluate, token_byte_lengths
 from textgen.training.optim import make_optimizer
-from textgen.training.recipe import RECIPES, SIZE_PRESETS, default_dropout, depth_shape
+from textgen.training.recipe import DROPOUT, RECIPES, SIZE_PRESETS, depth_shape
 from textgen.training.run import train
 from textgen.training.sizing import SpeedProbe
 from textgen.units import parse_duration
@@ -357,9 +357,7 @@ def main() -> None:
                 flush=True,
             )
     if args.throughput_seconds > 0:
-        throughput_table(
-            args.throughput_seconds, args.variants, default_dropout(len(train_text.encode()))
-        )
+        throughput_table(args.throughput_seconds, args.variants, DROPOUT)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,9 @@ from textgen.model.transformer import Transformer, apply_rotary
 from textgen.settings import ModelConfig, ModelShape, SampleConfig, TrainConfig
 from textgen.store import folder as model_folder
 from textgen.text.segmentations import MAX_SEGMENTATIONS, segmentations
+from textgen.training import recipe
 from textgen.training.optim import Muon, fraction_done, lr_multiplier, make_optimizer, orthogonalize
-from textgen.training.recipe import default_dropout, for_corpus, held_out_tokens, model_shape
+from textgen.training.recipe import held_out_tokens, model_shape, regularised
 
 D = 16
 
@@ -231,10 +232,12 @@ def test_a_shape_can_give_every_architecture_setting_but_the_vocabulary():
 
 def test_what_a_shape_leaves_open_the_recipe_fills_and_what_it_gives_wins():
     given = ModelShape(context_window=64, dropout=0.0)
-    shape, _ = for_corpus(given, TrainConfig(), corpus_bytes=10**6)
+    shape, config = regularised(given, TrainConfig(bpe_dropout=0.3), epochs=100)
     assert shape.dropout == 0.0 and shape.context_window == 64  # given: kept as given
-    open_shape, _ = for_corpus(ModelShape(), TrainConfig(), corpus_bytes=10**6)
-    assert open_shape.dropout == default_dropout(10**6) and open_shape.n_layer is None
+    assert config.bpe_dropout == 0.3
+    open_shape, config = regularised(ModelShape(), TrainConfig(), epochs=100)
+    assert open_shape.dropout == recipe.DROPOUT and open_shape.n_layer is None
+    assert config.bpe_dropout == recipe.BPE_DROPOUT
     assert model_shape("small").but(ModelShape(n_head=2)).given() == {
         "n_layer": 4,
         "n_embd": 128,
@@ -250,3 +253,20 @@ def test_validation_holds_out_a_small_share_but_enough_tokens_for_a_steady_figur
     assert held_out_tokens(1_000_000, fraction=0.1) == 100_000  # --val-fraction, as given
     assert held_out_tokens(10**9, fraction=0.1) == 2**18
     assert held_out_tokens(10, fraction=0.01) == 2  # something to validate on, always
+
+
+def test_regularisation_grows_with_the_epochs_a_run_reads_and_is_off_for_one_pass():
+    """Dropout and BPE-dropout follow the epochs: none for a run that reads its text once
+    (a large corpus), dropout once it repeats it, BPE-dropout too once it reads it many
+    times; more epochs never mean less of either."""
+    assert recipe.expected_epochs(planned_tokens=5_000, train_tokens=1_000) == 5.0
+    assert regularised(ModelShape(), TrainConfig(), epochs=0.5)[0].dropout == 0.0
+    assert regularised(ModelShape(), TrainConfig(), epochs=0.5)[1].bpe_dropout == 0.0
+    few = regularised(ModelShape(), TrainConfig(), epochs=4)
+    assert few[0].dropout == recipe.DROPOUT > 0 and few[1].bpe_dropout == 0.0
+    many = regularised(ModelShape(), TrainConfig(), epochs=40)
+    assert many[0].dropout == recipe.DROPOUT and many[1].bpe_dropout == recipe.BPE_DROPOUT > 0
+    epochs = [0.1, 0.9, 1, 2, 8, 15.9, 16, 30, 1000]
+    dropouts = [recipe.default_dropout(e) for e in epochs]
+    bpe = [recipe.default_bpe_dropout(e) for e in epochs]
+    assert dropouts == sorted(dropouts) and bpe == sorted(bpe)

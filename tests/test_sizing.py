@@ -115,3 +115,17 @@ def test_the_shape_can_be_set_by_hand(tmp_path, corpus_file, options, shape):
     assert exit_info.value.code == 0
     config = model_folder.load(folder).model.config
     assert (config.n_layer, config.n_embd, config.n_head) == shape
+
+
+def test_the_tokens_a_run_plans_come_from_its_steps_or_its_time_whichever_is_fewer():
+    config = ModelShape(context_window=32, n_layer=2, n_embd=64, n_head=2).config(300)
+
+    def speed(model_config, train, device):  # 1,000 tokens a second
+        return 1000.0
+
+    steps = TrainConfig(steps=10, time_budget=None, batch_size=4)
+    assert sizing.planned_tokens(config, steps, CPU, speed=speed) == (10 * 4 * 32, None)
+    timed = TrainConfig(steps=None, time_budget=60, batch_size=4)
+    assert sizing.planned_tokens(config, timed, CPU, speed=speed) == (60_000, 1000.0)
+    both = TrainConfig(steps=10, time_budget=60, batch_size=4)
+    assert sizing.planned_tokens(config, both, CPU, processes=2, speed=speed)[0] == 1280

@@ -162,7 +162,7 @@ class ModelShape:
     norm: str | None = None
     activation: str | None = None
     tie_embeddings: bool | None = None
-    dropout: float | None = None  # None: from the corpus's size
+    dropout: float | None = None  # None: from the epochs the run reads (recipe.default_dropout)
     qk_norm: bool | None = None
     zero_init_proj: bool | None = None
     logit_softcap: float | None = None  # None is also ModelConfig's own: no cap
@@ -206,7 +206,7 @@ class TrainConfig:
     warmup_steps: int = 50
     cooldown_fraction: float = 0.4  # the last part of the run decays the learning rate to zero
     cpu_bf16: bool = False  # bf16 autocast for training on CPU
-    bpe_dropout: float | None = None  # stochastic segmentations; None: from the corpus size
+    bpe_dropout: float | None = None  # stochastic segmentations; None: from the epochs
     compile: bool | None = None  # torch.compile the model for training; None: on CUDA only
     optimizer: str = "muon"  # "muon" for the blocks' matrices (AdamW for the rest), or "adamw"
     muon_learning_rate: float = 0.02

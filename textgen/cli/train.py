@@ -21,7 +21,16 @@ from textgen.cli.options import (
 from textgen.errors import SettingError
 from textgen.records import World
 from textgen.settings import ModelShape, TrainConfig
-from textgen.training.recipe import RECIPES, SIZE_PRESETS, check_shape, model_shape
+from textgen.training.recipe import (
+    BPE_DROPOUT,
+    DROPOUT,
+    MANY_EPOCHS,
+    RECIPES,
+    REPEATING,
+    SIZE_PRESETS,
+    check_shape,
+    model_shape,
+)
 from textgen.training.recipe import recipe as choose_recipe
 from textgen.ui.console import notice
 from textgen.units import parse_duration
@@ -62,13 +71,18 @@ def train(
     ] = None,
     dropout: Annotated[
         float | None,
-        typer.Option(help="Dropout while training. Default: 0.2 for corpora under 50 MB, else 0."),
+        typer.Option(
+            help="Dropout while training. Default: from how many times the run reads its "
+            f"text (its epochs, planned from the budget): {DROPOUT:g} from "
+            f"{REPEATING:g} epoch on, else 0."
+        ),
     ] = None,
     bpe_dropout: Annotated[
         float | None,
         typer.Option(
             help="Train on the text segmented anew, skipping each BPE merge with this "
-            "probability. Default: 0.1 for corpora under 50 MB, else 0."
+            f"probability. Default: {BPE_DROPOUT:g} from {MANY_EPOCHS:g} epochs "
+            "of its text on, else 0."
         ),
     ] = None,
     vocab_size: VocabSizeOption = None,

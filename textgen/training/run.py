@@ -73,7 +73,6 @@ def train(
     start = _base(base, folder, shape) if base is not None else None
     if start is not None:
         shape = start.shape.but(shape)
-    shape, config = recipe.for_corpus(shape, config, corpus.total_bytes)
     # before any work, as far as the shape is known: the smallest model of it
     fits(recipe.depth_shape(1).but(shape).config(MIN_VOCAB_SIZE), device, config)
     staging = Staging(folder)
@@ -97,10 +96,12 @@ def train(
             token_file, place = distributed.on_main(prepare)
             tokenizer = model_folder.load_tokenizer(place)
             data = split(token_file, config, shape.context, corpus)
+            shape, config = _planned(shape, tokenizer, config, data, device, world, callback)
             if start is not None:
                 model = start.model(shape, device)
             else:
-                model = _new_model(shape, tokenizer, config, data, device, world, callback)
+                torch.manual_seed(config.seed)  # the same initial weights in every process
+                model = Transformer(shape.config(tokenizer.vocab_size)).to(device)
             return _run(
                 place, model, tokenizer, config, token_file, data, corpus, callback, staging=staging
             )
@@ -147,7 +148,7 @@ def _base(base: Path, folder: Path, shape: ModelShape) -> _Base:
     return _Base(lm, own)
 
 
-def _new_model(
+def _planned(
     shape: ModelShape,
     tokenizer: Tokenizer,
     config: TrainConfig,
@@ -155,19 +156,37 @@ def _new_model(
     device: torch.device,
     world: World,
     callback: Callback,
-) -> Transformer:
-    """A freshly initialised model of `shape`, sized now if its size was left to the
-    recipe (`--size auto`)."""
+) -> tuple[ModelShape, TrainConfig]:
+    """The shape and settings the recipe completes once the budget's tokens are known: the
+    size, if it was left to the recipe (`--size auto`), then dropout and BPE-dropout from
+    how many times the run will read its training text."""
+    probe = ModelShape(dropout=recipe.DROPOUT).but(shape)  # timed as it will likely train
     if shape.n_layer is None:
         choice = distributed.on_main(
             lambda: sizing.choose(
-                shape, tokenizer.vocab_size, len(data.train), config, device, world.size
+                probe, tokenizer.vocab_size, len(data.train), config, device, world.size
             )
         )
         callback(Notice(choice.describe()))
-        shape = shape.but(recipe.depth_shape(choice.depth))
-    torch.manual_seed(config.seed)  # the same initial weights in every process
-    return Transformer(shape.config(tokenizer.vocab_size)).to(device)
+        shape, planned = shape.but(recipe.depth_shape(choice.depth)), choice.planned_tokens
+    elif shape.dropout is None or config.bpe_dropout is None:
+        model_config = probe.config(tokenizer.vocab_size)
+        planned, _ = distributed.on_main(
+            lambda: sizing.planned_tokens(model_config, config, device, world.size)
+        )
+    else:
+        return shape, config  # nothing left open
+    epochs = recipe.expected_epochs(planned, len(data.train))
+    chosen, settled = recipe.regularised(shape, config, epochs)
+    open_ones = [
+        f"dropout {chosen.dropout:g}" if shape.dropout is None else "",
+        f"BPE-dropout {settled.bpe_dropout:g}" if config.bpe_dropout is None else "",
+    ]
+    if any(open_ones):
+        callback(
+            Notice(f"{' and '.join(filter(None, open_ones))} for {epochs:.1f} epochs of its text")
+        )
+    return chosen, settled
 
 
 def resume(

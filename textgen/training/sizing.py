@@ -105,6 +105,27 @@ class Sizing:
         )
 
 
+def planned_tokens(
+    config: ModelConfig,
+    train: TrainConfig,
+    device: torch.device,
+    processes: int = 1,
+    speed: Callable[[ModelConfig, TrainConfig, torch.device], float] = training_speed,
+) -> tuple[float, float | None]:
+    """The training tokens a run of `train`'s budget will see with a model of `config`,
+    and the tokens/s that follows from (None: counted in steps, nothing measured): the
+    steps' tokens, or for a time budget its seconds at the speed measured here,
+    whichever is fewer."""
+    planned = float("inf")
+    if train.steps:
+        planned = float(train.steps * train.batch_size * config.context_window)
+    rate = None
+    if train.time_budget is not None:
+        rate = speed(config, train, device) * processes
+        planned = min(planned, rate * train.time_budget)
+    return planned, rate
+
+
 def choose(
     shape: ModelShape,
     vocab_size: int,
@@ -116,8 +137,6 @@ def choose(
 ) -> Sizing:
     """The depth for a run of `train`'s budget on `corpus_tokens` tokens of training text.
     `shape` gives the other ModelConfig fields (context, dropout, ...)."""
-    step_tokens = train.batch_size * shape.context
-    step_limit = train.steps * step_tokens if train.steps else float("inf")
 
     def sized(depth: int) -> Sizing | None:
         """The sizing for `depth`; None beyond the data limit, checked before any time is
@@ -126,10 +145,7 @@ def choose(
         count = parameters(config)
         if depth > MIN_DEPTH and count > PARAMETERS_PER_TOKEN * corpus_tokens:
             return None
-        rate, planned = None, step_limit
-        if train.time_budget is not None:
-            rate = speed(config, train, device) * processes
-            planned = min(planned, rate * train.time_budget)
+        planned, rate = planned_tokens(config, train, device, processes, speed)
         return Sizing(depth, count, planned, rate, corpus_tokens)
 
     chosen = sized(MIN_DEPTH)
