@@ -244,13 +244,20 @@ class Throughput:
     128, batch 32) on random tokens. `measure(seconds)` adds one timed stretch, after 5
     warm-up steps the first time; recipes measured in turns see the same machine."""
 
-    def __init__(self, recipe: dict, train_changes: dict) -> None:
+    def __init__(
+        self,
+        recipe: dict,
+        train_changes: dict,
+        vocab: int = 2048,
+        context: int = 128,
+        batch: int = 32,
+    ) -> None:
         torch.manual_seed(0)
         config = ModelConfig(
-            vocab_size=2048, context_window=128, n_layer=4, n_embd=128, n_head=4, **recipe
+            vocab_size=vocab, context_window=context, n_layer=4, n_embd=128, n_head=4, **recipe
         )
         settings = replace(TrainConfig(), **train_changes)
-        self.probe = SpeedProbe(config, settings, torch.device("cpu"), batch=32)
+        self.probe = SpeedProbe(config, settings, torch.device("cpu"), batch=batch)
         self.rates: list[float] = []
         for _ in range(4):  # and the probe's first
             self.probe.step()
@@ -290,6 +297,38 @@ def throughput_table(seconds: float, variants: list[str], dropout: float) -> Non
         print(f"  {name:<28}{rate:>8.0f} tok/s  ({spread})  {rate / base:.2f}x")
 
 
+def nanogpt_table(seconds: float, repo: Path, train_text: str, held_out: str) -> None:
+    """Training throughput at real nanoGPT's CPU shape (4x4x128, block 64, batch 12, no
+    dropout, characters), its own train.py beside textgen's recipes at the same shape."""
+    import nanogpt
+
+    vocab = len(set(train_text + held_out))  # nanoGPT's characters
+    print(
+        f"\ntraining throughput at nanoGPT's CPU shape (4x128, block 64, batch 12, no dropout, "
+        f"{vocab} characters; textgen's at a vocabulary of {vocab}); textgen: {seconds:g} s "
+        f"each in {ROUNDS} turns, median of its steps; nanoGPT: its train.py as it runs, "
+        "250 against 1,500 iterations (its evaluations included, start-up cancelled)"
+    )
+    shape = {"vocab": vocab, "context": 64, "batch": 12}
+    recipes = {
+        "classic (in-repo)": Throughput(
+            {**CLASSIC_SHAPE, "dropout": 0.0}, {"optimizer": "adamw"}, **shape
+        ),
+        "default": Throughput({"dropout": 0.0}, {}, **shape),
+    }
+    for _ in range(ROUNDS):
+        for recipe in recipes.values():
+            recipe.measure(seconds / ROUNDS)
+    with tempfile.TemporaryDirectory() as tmp:
+        checkout = nanogpt.checkout(repo, Path(tmp) / "cache")
+        real = nanogpt.iterations_per_second(checkout, Path(tmp), train_text, held_out) * 12 * 64
+    print(f"  {'real nanoGPT (train.py)':<28}{real:>8.0f} tok/s  1.00x")
+    for name, recipe in recipes.items():
+        rate = statistics.median(recipe.rates)
+        spread = f"{min(recipe.rates):.0f}-{max(recipe.rates):.0f}"
+        print(f"  {name:<28}{rate:>8.0f} tok/s  ({spread})  {rate / real:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", help="a text file (default: the built-in corpus)")
@@ -303,6 +342,13 @@ def main() -> None:
         type=float,
         default=20.0,
         help="time per recipe in the equal-size throughput table (0: skip)",
+    )
+    parser.add_argument(
+        "--nanogpt",
+        type=Path,
+        metavar="DIR",
+        help="a checkout (or bare git folder) of karpathy/nanoGPT: its train.py's throughput "
+        "beside textgen's at its CPU shape",
     )
     parser.add_argument(
         "--glibc-malloc",
@@ -358,6 +404,8 @@ def main() -> None:
             )
     if args.throughput_seconds > 0:
         throughput_table(args.throughput_seconds, args.variants, DROPOUT)
+        if args.nanogpt:
+            nanogpt_table(args.throughput_seconds, args.nanogpt, train_text, held_out)
 
 
 if __name__ == "__main__":
