@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import secrets
+from dataclasses import replace
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,6 +22,10 @@ from textgen.settings import DTYPES, SampleConfig
 from textgen.ui import jsonout
 from textgen.ui.console import notice
 from textgen.ui.generation import GenerateView, prompt_notice
+from textgen.ui.temperatures import TemperatureView, parse_temperatures
+
+if TYPE_CHECKING:
+    from textgen.model.loaded import LoadedModel
 
 MAX_SHOW_TOP = 20  # candidates a step: more would not fit a screen, nor tell more
 
@@ -33,9 +39,15 @@ def generate(
     ] = None,
     model: ModelOption = "default",
     temperature: Annotated[
-        float,
-        typer.Option("--temperature", "-t", help="0 (greedy) to 2 (the cap); higher is wilder."),
-    ] = 0.8,
+        str,
+        typer.Option(
+            "--temperature",
+            "-t",
+            help="0 (greedy) to 2 (the cap); higher is wilder. Several, comma-separated "
+            "(0.2,0.8,1.5): one sample each from the same seed, side by side.",
+            metavar="T[,T...]",
+        ),
+    ] = "0.8",
     top_k: Annotated[int | None, typer.Option(help="Sample from the k most likely only.")] = None,
     top_p: Annotated[
         float | None, typer.Option(help="Sample from the smallest set reaching probability p.")
@@ -91,8 +103,19 @@ def generate(
     generation ends: the text, the settings, token counts and, for every generated token,
     its id, text, log-probability and the top alternatives (--show-top, default 5).
     """
+    try:
+        temperatures = parse_temperatures(temperature)
+    except ValueError as exc:
+        raise SettingError(f"--temperature {temperature}: {exc}") from None
+    if len(temperatures) > 1 and num_samples != 1:
+        raise SettingError(
+            "--num-samples: several temperatures write one sample each; give one "
+            "temperature for several samples"
+        )
+    if len(temperatures) > 1 and seed is None:
+        seed = secrets.randbits(63)  # one seed for all: the samples differ by temperature
     settings = SampleConfig(
-        temperature=temperature,
+        temperature=temperatures[0],
         top_k=top_k,
         top_p=top_p,
         min_p=min_p,
@@ -102,6 +125,7 @@ def generate(
         stop=tuple(unescape(s) for s in stop or ()),
         num_samples=num_samples,
     )
+    every = [replace(settings, temperature=t) for t in temperatures]  # each one checked
     if not 0 <= show_top <= MAX_SHOW_TOP:
         raise SettingError(
             f"--show-top must be 0 (off) to {MAX_SHOW_TOP}; `textgen score --json` gives "
@@ -116,6 +140,9 @@ def generate(
     from textgen.store.folder import load
 
     lm = load(resolve(model), choose_device(device), dtype)
+    if len(every) > 1:
+        _temperatures(lm, text, every, show_top, color_probs, json_output)
+        return
     completion = Completion(lm, text, settings, show_top=show_top or (5 if json_output else 0))
     message = prompt_notice(text, completion.prompt_tokens, len(completion.prompt_ids))
     if message:
@@ -134,3 +161,38 @@ def generate(
         for record in completion:
             view.add(record)
         view.finish(completion.result())
+
+
+def _temperatures(
+    lm: LoadedModel,
+    text: str,
+    every: list[SampleConfig],
+    show_top: int,
+    color_probs: bool,
+    json_output: bool,
+) -> None:
+    """One sample per temperature, from the same prompt and seed."""
+    from textgen.decode.completion import Completion
+
+    top = show_top or (5 if json_output else 0)
+    completions = [Completion(lm, text, settings, show_top=top) for settings in every]
+    first = completions[0]
+    message = prompt_notice(text, first.prompt_tokens, len(first.prompt_ids))
+    if message:
+        notice(console, message, warning=first.truncated)
+    if json_output:
+        for completion in completions:
+            for _ in completion:
+                pass
+            jsonout.write(
+                jsonout.generation(completion.result(), 0, str(lm.folder), lm.tokenizer.token_text)
+            )
+        return
+    temperatures = [settings.temperature for settings in every]
+    view = TemperatureView(console, text, temperatures, show_top, lm.tokenizer.render, color_probs)
+    with view:
+        for index, completion in enumerate(completions):
+            view.start(index)
+            for record in completion:
+                view.add(record)
+        view.finish([completion.result() for completion in completions])

@@ -9,7 +9,8 @@
   dropout and BPE-dropout.
 
 Every rule here was measured with `benchmarks/train_quality.py` or the lab's fixed-compute
-runs (`benchmarks/lab.py`, benchmarks/notebook); the figures are in docs/recipe.md. Imports no torch, so the CLI can check a shape instantly.
+runs (`benchmarks/lab.py`, benchmarks/notebook); the figures are in docs/recipe.md.
+Imports no torch, so the CLI can check a shape instantly.
 """
 
 from __future__ import annotations
