@@ -108,6 +108,24 @@ class EvalReport:
 
 
 @dataclass
+class SampleReport:
+    """A short sample written by the model as it trains (`train --sample-every`): from
+    the weights at `step`, the same prompt and seed each time, so successive samples
+    differ only by what the model has learned."""
+
+    step: int
+    tokens_seen: int
+    val_bpb: float | None  # the latest validation pass's, if there was one
+    prompt: str
+    pieces: list[tuple[str, float]]  # the generated text, piece by piece, with each
+    # piece's probability under the model
+
+    @property
+    def text(self) -> str:
+        return "".join(piece for piece, _ in self.pieces)
+
+
+@dataclass
 class TrainResult:
     folder: Path
     steps: int

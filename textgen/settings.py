@@ -218,6 +218,12 @@ class TrainConfig:
     val_fraction: float | None = None  # share held out; None: recipe.held_out_tokens decides
     seed: int = 1337
     device: str = "auto"
+    # a short sample from the model as it trains: every `sample_every` steps (None: at
+    # each validation pass; 0: never), `sample_tokens` long, after `sample_prompt` (None:
+    # the corpus's first word)
+    sample_every: int | None = None
+    sample_tokens: int = 48
+    sample_prompt: str | None = None
 
     def __post_init__(self) -> None:
         _require(
@@ -271,6 +277,16 @@ class TrainConfig:
             "save_every_seconds",
         )
         _require(self.eval_tokens >= 1, "eval tokens must be at least 1")
+        _require(
+            self.sample_every is None or self.sample_every >= 0,
+            "{name} must be 0 (no samples) or more",
+            "sample_every",
+        )
+        _require(
+            0 <= self.sample_tokens <= 4096,
+            "{name} must be 0 (no samples) to 4096",
+            "sample_tokens",
+        )
         _require(
             self.val_fraction is None
             or (_finite(self.val_fraction) and 0 < self.val_fraction < 0.5),

@@ -32,17 +32,17 @@ def info(
     """Architecture, parameter count, tokenizer and training summary of a model; --save
     draws its loss curves."""
     from textgen.store import folder as model_folder
-    from textgen.store.metrics import read_metrics
+    from textgen.store.metrics import read_metrics, read_samples
 
     check_picture(save, overwrite)
     folder = resolve(model)
     meta = model_folder.read_config(folder)
     parameters = model_folder.count_parameters(folder)
-    metrics = read_metrics(folder)
+    metrics, samples = read_metrics(folder), read_samples(folder)
     if json_output:
-        jsonout.write(jsonout.model_info(str(folder), meta, parameters, metrics))
+        jsonout.write(jsonout.model_info(str(folder), meta, parameters, metrics, samples))
     else:
-        rows = screens.info_rows(meta, parameters, metrics)
+        rows = screens.info_rows(meta, parameters, metrics, samples)
         if sys.stdout.isatty():
             make_console(stderr=False).print(screens.info_panel(model, rows, metrics))
         else:

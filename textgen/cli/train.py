@@ -17,6 +17,7 @@ from textgen.cli.options import (
     parse_vocab_size,
     parsed,
     resolve,
+    unescape,
 )
 from textgen.errors import SettingError
 from textgen.records import World
@@ -116,6 +117,28 @@ def train(
             help=f"Steps between validation passes.  [default: {_default('eval_interval')}]"
         ),
     ] = None,
+    sample_every: Annotated[
+        int | None,
+        typer.Option(
+            help="Steps between the samples the model writes as it trains, from the same "
+            "prompt and seed each time; 0: none.  [default: at each validation pass]",
+            show_default=False,
+        ),
+    ] = None,
+    sample_prompt: Annotated[
+        str | None,
+        typer.Option(
+            help="The samples' prompt.  [default: the corpus's first word]",
+            show_default=False,
+        ),
+    ] = None,
+    sample_tokens: Annotated[
+        int | None,
+        typer.Option(
+            help=f"Tokens a sample writes; 0: none.  [default: {_default('sample_tokens')}]",
+            show_default=False,
+        ),
+    ] = None,
     save_every: Annotated[
         str | None,
         typer.Option(
@@ -195,6 +218,9 @@ def train(
         bpe_dropout=bpe_dropout,
         learning_rate=lr,
         eval_interval=eval_interval,
+        sample_every=sample_every,
+        sample_prompt=None if sample_prompt is None else unescape(sample_prompt),
+        sample_tokens=sample_tokens,
         val_fraction=val_fraction,
         seed=seed,
         device=device,

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from textgen.errors import TextgenError
 from textgen.files import WriteError
 from textgen.model.transformer import Transformer
-from textgen.records import EvalResult, Progress, World
+from textgen.records import EvalResult, Progress, SampleReport, World
 from textgen.settings import TrainConfig
 from textgen.store import folder as model_folder
 from textgen.store import metrics as metrics_file
@@ -139,6 +139,17 @@ class Checkpointer:
         }
         self._guarded(lambda: metrics_file.append_metrics(self.folder, metrics))
         return kept
+
+    def record_sample(self, report: SampleReport) -> None:
+        """Add a sample the model wrote as it trained to samples.jsonl."""
+        record = {
+            "step": report.step,
+            "tokens": report.tokens_seen,
+            "val_bpb": report.val_bpb,
+            "prompt": report.prompt,
+            "text": report.text,
+        }
+        self._guarded(lambda: metrics_file.append_sample(self.folder, record))
 
     def _guarded(self, write: Callable[[], T]) -> T:
         """Run a write; a failure is one error that says why, and that nothing was lost."""

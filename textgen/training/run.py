@@ -38,6 +38,7 @@ from textgen.training.batches import Split, micro_batches, split
 from textgen.training.checkpoint import Checkpointer
 from textgen.training.optim import fraction_done
 from textgen.training.preparation import choose_tokenizer, encode
+from textgen.training.samples import Sampler
 from textgen.training.trainer import Trainer
 from textgen.units import format_duration
 
@@ -359,6 +360,7 @@ def _run(
         stream.array() if stream is not None else data.train,
         tokenizer.token_bytes,
         callback,
+        Sampler.for_run(config, tokenizer, corpus.first_word()),
     )
     if state is not None:
         try:

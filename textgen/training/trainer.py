@@ -37,6 +37,7 @@ from textgen.training.batches import Batches, Split, micro_batches
 from textgen.training.checkpoint import Checkpointer
 from textgen.training.evaluate import evaluate, token_byte_lengths
 from textgen.training.optim import fraction_done, lr_multiplier, make_optimizer
+from textgen.training.samples import Sampler
 from textgen.training.stopping import StopRequests, stopped_by
 
 REPORT_SECONDS = 0.25  # between progress reports
@@ -53,10 +54,13 @@ class Trainer:
         stream: np.ndarray,
         token_bytes: list[bytes],
         callback: Callback,
+        sampler: Sampler | None = None,
     ) -> None:
         """Batches are drawn from `stream`: the training tokens of `split`, or with
-        BPE-dropout the training text in several segmentations."""
+        BPE-dropout the training text in several segmentations. With `sampler`, the model
+        writes a short sample every so many steps and at the end."""
         self.model, self.config, self.split = model, config, split
+        self.sampler, self.last_bpb = sampler, None
         context = model.config.context_window
         self.batches = Batches(stream, context, config.batch_size, config.seed)
         self.byte_lengths = token_byte_lengths(token_bytes)
@@ -178,10 +182,21 @@ class Trainer:
         kept = checkpoints.record(self.model, self.progress, evaluation, final)
         p = self.progress
         result = evaluation.result
+        self.last_bpb = result.bits_per_byte
         self.callback(
             EvalReport(p.step, p.elapsed, p.tokens_seen, p.smoothed_loss, result, final, kept)
         )
         return result
+
+    def sample(self, checkpoints: Checkpointer) -> None:
+        """A short sample from the weights as they are (process 0), reported and kept in
+        samples.jsonl."""
+        if self.sampler is None or not self.world.is_main:
+            return
+        p = self.progress
+        report = self.sampler.sample(self.model, p.step, p.tokens_seen, self.last_bpb)
+        checkpoints.record_sample(report)
+        self.callback(report)
 
     def checkpoint(self, checkpoints: Checkpointer) -> None:
         if self.world.is_main:
@@ -234,12 +249,15 @@ class Trainer:
         """Validation and checkpoints, when due."""
         if self.progress.step % self.config.eval_interval == 0:
             self.validate(checkpoints, final=False)
+        if self.sampler is not None and self.sampler.due(self.progress.step):
+            self.sample(checkpoints)
         if checkpoints.due(self.progress.step):
             self.checkpoint(checkpoints)
 
     def _finish(self, checkpoints: Checkpointer) -> EvalResult | None:
         """The final evaluation and checkpoint, in process 0 while the others wait."""
         result = self.validate(checkpoints, final=True)
+        self.sample(checkpoints)  # what the model writes at the end of the run
         checkpoints.save_state(self.state_dict())
         return result
 

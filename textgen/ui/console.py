@@ -83,10 +83,13 @@ def no_control_echo() -> Iterator[None]:
     wrap a full-width bar onto a second line and leave a stale copy of it on the screen."""
     try:
         import termios
-
+    except ImportError:  # Windows
+        yield
+        return
+    try:
         fd = sys.stdin.fileno()
         saved = termios.tcgetattr(fd)
-    except (ImportError, OSError, ValueError, AttributeError):  # not a terminal, or Windows
+    except (termios.error, OSError, ValueError, AttributeError):  # stdin is no terminal
         yield
         return
     changed = list(saved)
@@ -99,7 +102,8 @@ def no_control_echo() -> Iterator[None]:
     try:
         yield
     finally:
-        termios.tcsetattr(fd, termios.TCSANOW, saved)
+        with contextlib.suppress(termios.error):  # the terminal went away meanwhile
+            termios.tcsetattr(fd, termios.TCSANOW, saved)
 
 
 def progress_bar(console: Console, *columns: str | ProgressColumn) -> Progress:

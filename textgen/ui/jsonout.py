@@ -115,10 +115,14 @@ def evaluation(model: str, corpus: str, result: EvalResult) -> dict[str, Any]:
 
 
 def model_info(
-    path: str, meta: dict[str, Any], parameters: int, metrics: Sequence[dict[str, Any]]
+    path: str,
+    meta: dict[str, Any],
+    parameters: int,
+    metrics: Sequence[dict[str, Any]],
+    samples: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     """`info --json`: the model's settings as config.json holds them, its parameter count,
-    and its evaluations in step order."""
+    its evaluations and the samples it wrote as it trained, in step order."""
     return {
         "path": path,
         "parameters": parameters,
@@ -126,6 +130,7 @@ def model_info(
         "tokenizer": meta.get("tokenizer", {}),
         "training": meta.get("training", {}),
         "metrics": list(metrics),
+        "samples": list(samples),
     }
 
 

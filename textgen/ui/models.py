@@ -15,12 +15,16 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from textgen.ui.style import visible_controls
 from textgen.ui.training import LossCurve
 from textgen.units import count, format_duration
 
 
-def info_rows(meta: dict[str, Any], parameters: int, metrics: list[dict]) -> list[tuple[str, str]]:
-    """What `info` says of a model, as (label, value) rows of plain text."""
+def info_rows(
+    meta: dict[str, Any], parameters: int, metrics: list[dict], samples: Sequence[dict] = ()
+) -> list[tuple[str, str]]:
+    """What `info` says of a model, as (label, value) rows of plain text: with the samples
+    it wrote as it trained, the first and the last."""
     model, tok, training = meta["model"], meta.get("tokenizer", {}), meta.get("training", {})
     rows = [
         ("parameters", f"{count(parameters)} ({parameters:,})"),
@@ -54,7 +58,21 @@ def info_rows(meta: dict[str, Any], parameters: int, metrics: list[dict]) -> lis
                 )
             )
         rows.append(("evaluations", f"{len(metrics)} in metrics.jsonl"))
+    if samples:
+        shown = [samples[0], samples[-1]] if len(samples) > 1 else [samples[0]]
+        for label, sample in zip(("first sample", "last sample"), shown, strict=False):
+            rows.append((label, f"step {sample['step']:,}: {_sample_line(sample)}"))
     return rows
+
+
+SAMPLE_CHARACTERS = 100  # of a sample in `info`'s one line
+
+
+def _sample_line(sample: dict) -> str:
+    """A sample's prompt and text on one line, newlines as ↵, cut to SAMPLE_CHARACTERS."""
+    text = visible_controls((sample["prompt"] + sample["text"]).replace("\r\n", "\n"))
+    text = text.replace("\n", "↵")
+    return text if len(text) <= SAMPLE_CHARACTERS else text[: SAMPLE_CHARACTERS - 1] + "…"
 
 
 def info_panel(name: str, rows: Sequence[tuple[str, str]], metrics: list[dict]) -> Panel:

@@ -7,6 +7,7 @@ Draws the plain records a run reports (`textgen.records`); imports no torch.
 from __future__ import annotations
 
 import contextlib
+import json
 import shlex
 import signal
 import time
@@ -22,8 +23,17 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from textgen.records import EvalReport, Notice, RunStarted, StepReport, TrainResult, Working
+from textgen.records import (
+    EvalReport,
+    Notice,
+    RunStarted,
+    SampleReport,
+    StepReport,
+    TrainResult,
+    Working,
+)
 from textgen.ui.console import live_ok, no_control_echo, notice, progress_bar
+from textgen.ui.style import coloured, visible_controls
 from textgen.units import count, format_duration
 
 ETA_AFTER_SECONDS = 3
@@ -40,6 +50,7 @@ class TrainView:
         self.last_line = 0.0
         self.work: Progress | None = None  # before training: tokenizer, encoding
         self.work_task = ""
+        self.last_sample: SampleReport | None = None
 
     def __enter__(self) -> TrainView:
         self._echo = contextlib.ExitStack()
@@ -66,6 +77,27 @@ class TrainView:
             self._step(event)
         elif isinstance(event, EvalReport):
             self._eval(event)
+        elif isinstance(event, SampleReport):
+            self._sample(event)
+
+    def _sample(self, event: SampleReport) -> None:
+        """The sample in one line: in a terminal the prompt dim and the text in the
+        probability colours, newlines shown as ↵ and cut at the screen's edge; in a log
+        the whole of it, escaped."""
+        self.last_sample = event
+        if self.live:
+            line = Text(f"sample step {event.step:,} │ ", style="dim")
+            line.append(_one_line(event.prompt), style="dim")
+            line.append_text(coloured([(_one_line(t), p) for t, p in event.pieces]))
+            self.console.print(line, no_wrap=True, overflow="ellipsis", crop=True)
+        else:
+            written = json.dumps(event.prompt + event.text, ensure_ascii=False)
+            self.console.print(
+                f"sample step {event.step:,}: {written}",
+                soft_wrap=True,
+                markup=False,
+                highlight=False,
+            )
 
     def _working(self, event: Working) -> None:
         """A transient bar over the corpus bytes (a pulsing one when the amount of work is
@@ -215,6 +247,12 @@ class TrainView:
         self.console.print(Panel(table, title=title, expand=False, box=box.ROUNDED))
         if LossCurve.drawable(metrics):
             self.console.print(LossCurve(metrics))
+        sample = self.last_sample
+        if sample is not None and self.live:  # what it writes now, in full
+            text = Text(f"it writes now (step {sample.step:,}):\n", style="dim")
+            text.append(visible_controls(sample.prompt), style="dim")
+            text.append_text(coloured(sample.pieces))
+            self.console.print(text)
         if result.interrupted:
             notice(self.console, f"to go on from here: {resume_command}")
         else:
@@ -222,6 +260,10 @@ class TrainView:
             notice(
                 self.console, f"try: textgen generate {prompt} --model {shlex.quote(model_name)}"
             )
+
+
+def _one_line(text: str) -> str:
+    return visible_controls(text.replace("\r\n", "\n")).replace("\n", "↵")
 
 
 class LossCurve:
