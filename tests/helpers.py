@@ -114,6 +114,7 @@ def run_in_terminal(
     signal_after: tuple[int, int] | None = None,
     columns: int = 200,
     timeout: float = 300,  # generous: a loaded machine trains and decodes slowly
+    stdin_tty: bool = True,
 ) -> Terminal:
     """`textgen ARGS` with stdout and/or stderr on a real pseudo-terminal (Python's pty),
     the others on files. `signal_after=(SIGNAL, N)` sends SIGNAL once N bytes have appeared
@@ -133,7 +134,7 @@ def run_in_terminal(
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         process = subprocess.Popen(
             [sys.executable, "-m", "textgen", *args],
-            stdin=child_fd,
+            stdin=child_fd if stdin_tty else subprocess.DEVNULL,
             stdout=child_fd if stdout_tty else out,
             stderr=child_fd if stderr_tty else err,
             env={**os.environ, "TERM": "xterm-256color", "COLUMNS": str(columns)},

@@ -89,3 +89,19 @@ def test_a_termination_signal_ends_generation_as_ctrl_c_does(trained_folder, nam
     assert run.code == code, run.screen
     assert run.screen.splitlines()[-1] == "warning: interrupted"
     assert run.raw.rfind(b"\x1b[?25l") <= run.raw.rfind(b"\x1b[?25h")  # the cursor is back
+
+
+@pytest.mark.parametrize("command", ["generate", "train"])
+def test_a_terminal_with_stdin_elsewhere_still_gets_its_live_display(
+    trained_folder, corpus_file, tmp_path, command
+):
+    """`textgen train data.txt < /dev/null` or under nohup: the screen is a terminal, stdin
+    is not, and the live display (which quiets the terminal's ^C echo) carries on."""
+    if command == "generate":
+        args = generate_args(trained_folder, "-n", "10", "--show-top", "3")
+    else:
+        args = ["train", str(corpus_file), "--model", str(tmp_path / "m"), "--size", "tiny"]
+        args += ["--steps", "20", "--eval-interval", "10", "--vocab-size", "300"]
+    run = run_in_terminal(args, stdin_tty=False)
+    assert run.code == 0, run.screen
+    assert "error" not in run.screen
