@@ -256,17 +256,19 @@ def test_validation_holds_out_a_small_share_but_enough_tokens_for_a_steady_figur
 
 
 def test_regularisation_grows_with_the_epochs_a_run_reads_and_is_off_for_one_pass():
-    """Dropout and BPE-dropout follow the epochs: none for a run that reads its text once
-    (a large corpus), dropout once it repeats it, BPE-dropout too once it reads it many
-    times; more epochs never mean less of either."""
+    """Dropout and BPE-dropout follow the epochs: none for a run that reads its text a few
+    times (or once: a large corpus), dropout once it reads it about ten times, BPE-dropout
+    too past twenty; more epochs never mean less of either."""
     assert recipe.expected_epochs(planned_tokens=5_000, train_tokens=1_000) == 5.0
     assert regularised(ModelShape(), TrainConfig(), epochs=0.5)[0].dropout == 0.0
     assert regularised(ModelShape(), TrainConfig(), epochs=0.5)[1].bpe_dropout == 0.0
     few = regularised(ModelShape(), TrainConfig(), epochs=4)
-    assert few[0].dropout == recipe.DROPOUT > 0 and few[1].bpe_dropout == 0.0
+    assert few[0].dropout == 0.0 and few[1].bpe_dropout == 0.0
+    some = regularised(ModelShape(), TrainConfig(), epochs=14)
+    assert some[0].dropout == recipe.DROPOUT > 0 and some[1].bpe_dropout == 0.0
     many = regularised(ModelShape(), TrainConfig(), epochs=40)
     assert many[0].dropout == recipe.DROPOUT and many[1].bpe_dropout == recipe.BPE_DROPOUT > 0
-    epochs = [0.1, 0.9, 1, 2, 8, 15.9, 16, 30, 1000]
+    epochs = [0.1, 0.9, 1, 2, 8, 10, 15.9, 20, 30, 1000]
     dropouts = [recipe.default_dropout(e) for e in epochs]
     bpe = [recipe.default_bpe_dropout(e) for e in epochs]
     assert dropouts == sorted(dropouts) and bpe == sorted(bpe)

@@ -24,10 +24,10 @@ from textgen.records import World
 from textgen.settings import ModelShape, TrainConfig
 from textgen.training.recipe import (
     BPE_DROPOUT,
+    BPE_DROPOUT_EPOCHS,
     DROPOUT,
-    MANY_EPOCHS,
+    DROPOUT_EPOCHS,
     RECIPES,
-    REPEATING,
     SIZE_PRESETS,
     check_shape,
     model_shape,
@@ -75,14 +75,14 @@ def train(
         typer.Option(
             help="Dropout while training. Default: from how many times the run reads its "
             f"text (its epochs, planned from the budget): {DROPOUT:g} from "
-            f"{REPEATING:g} epoch on, else 0."
+            f"{DROPOUT_EPOCHS:g} epochs on, else 0."
         ),
     ] = None,
     bpe_dropout: Annotated[
         float | None,
         typer.Option(
             help="Train on the text segmented anew, skipping each BPE merge with this "
-            f"probability. Default: {BPE_DROPOUT:g} from {MANY_EPOCHS:g} epochs "
+            f"probability. Default: {BPE_DROPOUT:g} from {BPE_DROPOUT_EPOCHS:g} epochs "
             "of its text on, else 0."
         ),
     ] = None,

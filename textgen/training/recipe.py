@@ -117,11 +117,12 @@ def check_shape(shape: ModelShape) -> None:
 
 # Regularisation follows from how many times a run reads its training text: its planned
 # training tokens over the corpus's (`expected_epochs`), known before the first step. The
-# lab's fixed-compute runs (benchmarks/notebook, sessions 2 and 3) set both thresholds.
-DROPOUT = 0.1  # residual and embedding dropout for a run that repeats its text
-REPEATING = 1.0  # from this many epochs on a run sees text again: dropout
+# lab's fixed-compute runs (benchmarks/notebook, sessions 2 and 3: six corpora at 1 and 5
+# minutes) set both thresholds.
+DROPOUT = 0.1  # residual and embedding dropout, for a run that reads its text many times
+DROPOUT_EPOCHS = 10.0  # from this many epochs on: dropout
 BPE_DROPOUT = 0.1  # each BPE merge skipped with this probability
-MANY_EPOCHS = 16.0  # from this many epochs on, each pass is segmented anew: BPE-dropout
+BPE_DROPOUT_EPOCHS = 20.0  # from this many epochs on, each pass is segmented anew
 
 
 def expected_epochs(planned_tokens: float, train_tokens: int) -> float:
@@ -131,23 +132,25 @@ def expected_epochs(planned_tokens: float, train_tokens: int) -> float:
 
 
 def default_dropout(epochs: float) -> float:
-    """Dropout for a run that reads its text `epochs` times: none while it reads each
-    token about once (it only slows learning then), 0.1 once it repeats its text.
+    """Dropout for a run that reads its text `epochs` times: none until it has read it
+    about ten times (before that it only slows learning), 0.1 after.
 
-    Measured (benchmarks/notebook): at 3.6, 8.6 and 28 epochs dropout 0.1 beat 0.2 by
-    1-4 % (0.2 was the default before), and at 1.2 epochs too."""
-    return DROPOUT if epochs >= REPEATING else 0.0
+    Measured (benchmarks/notebook, 5 minutes): at 3.5 epochs no dropout beat 0.1 by 2.8 %
+    (fortunes-de, 1.916 against 1.972 bits per byte), at 9.8 they tied (kjv-verse, 1.434
+    both); at 28 epochs 0.1 beat 0.2, the earlier default, by 1.2 % (builtin)."""
+    return DROPOUT if epochs >= DROPOUT_EPOCHS else 0.0
 
 
 def default_bpe_dropout(epochs: float) -> float:
     """BPE-dropout for a run that reads its text `epochs` times: each pass then sees the
-    text segmented anew (`textgen.text.segmentations`), which pays only when the model
+    text segmented anew (`textgen.text.segmentations`), which pays only once the model
     would otherwise see the same segmentation many times over.
 
-    Measured (benchmarks/notebook): at 3.6 and 8.6 epochs it cost 3-5 % (off: 1.972 and
-    1.434 bits per byte, on: 2.032 and 1.502), at 28 epochs it gained 6 % (1.609 against
-    1.706); the threshold sits between them, at their geometric mean."""
-    return BPE_DROPOUT if epochs >= MANY_EPOCHS else 0.0
+    Measured (benchmarks/notebook), with dropout 0.1 both ways: it cost 3-5 % at 3.6 and
+    8.6 epochs (fortunes-de, kjv-verse), 1.7 % at 12 (builtin at 1 minute), 1.2 % at
+    15.5 (kjv-prose), and gained 6 % at 28 (builtin at 5 minutes: 1.609 against 1.706);
+    the threshold sits between the last two."""
+    return BPE_DROPOUT if epochs >= BPE_DROPOUT_EPOCHS else 0.0
 
 
 def regularised(
