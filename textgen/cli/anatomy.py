@@ -15,12 +15,15 @@ import typer
 
 from textgen.cli.options import (
     CorpusArgument,
+    FieldOption,
     JsonOption,
     ModelOption,
     OverwriteOption,
     SaveOption,
+    TemplateOption,
     check_picture,
     console,
+    corpus_reading,
     read_text_argument,
     resolve,
     save_picture,
@@ -183,6 +186,8 @@ def _embedding_figure(lm, found):  # noqa: ANN001, ANN202 - a LoadedModel, Neigh
 def heads(
     corpus: CorpusArgument = None,
     model: ModelOption = "default",
+    field: FieldOption = None,
+    template: TemplateOption = None,
     tokens: Annotated[int, typer.Option(help="Tokens of the text to measure over.")] = 8192,
     json_output: JsonOption = False,
 ) -> None:
@@ -197,7 +202,7 @@ def heads(
 
     lm = load(resolve(model))
     window = lm.model_config.context_window
-    with open_corpus(corpus or []) as source:
+    with open_corpus(corpus or [], reading=corpus_reading(field, template)) as source:
         texts = source.texts(max_bytes=tokens * lm.tokenizer.max_token_bytes)
         windows = sample_windows(lm.tokenizer, texts, window, tokens)
         source.report_warnings(lambda event: notice(console, event.message, event.warning))

@@ -17,12 +17,15 @@ import typer
 from textgen.cli.options import (
     CorpusArgument,
     DeviceOption,
+    FieldOption,
     JsonOption,
     ModelOption,
     OverwriteOption,
     SaveOption,
+    TemplateOption,
     check_picture,
     console,
+    corpus_reading,
     read_text_argument,
     resolve,
     save_picture,
@@ -172,6 +175,8 @@ def attention(
 def evaluate(
     corpus: CorpusArgument = None,
     model: ModelOption = "default",
+    field: FieldOption = None,
+    template: TemplateOption = None,
     json_output: JsonOption = False,
     device: DeviceOption = "auto",
 ) -> None:
@@ -182,7 +187,10 @@ def evaluate(
     from textgen.training.evaluate import evaluate_corpus
 
     lm = load(resolve(model), choose_device(device))
-    with open_corpus(corpus or []) as source, inspection.TokenProgress(console, "scoring") as bar:
+    with (
+        open_corpus(corpus or [], reading=corpus_reading(field, template)) as source,
+        inspection.TokenProgress(console, "scoring") as bar,
+    ):
         result = evaluate_corpus(lm, source, bar.update)
         source.report_warnings(lambda event: notice(console, event.message, event.warning))
     if json_output:

@@ -11,7 +11,7 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from textgen.errors import SettingError
+from textgen.errors import SettingError, TextgenError
 from textgen.settings import check_vocab_size
 from textgen.ui.console import make_console
 from textgen.units import parse_count
@@ -30,6 +30,37 @@ DeviceOption = Annotated[
     str, typer.Option(help="auto (cuda, then mps, then cpu), cpu, cuda or mps.")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+FieldOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--field",
+        help="For datasets (.jsonl, .csv, .tsv, .parquet, also .gz): the field of each record "
+        "that holds its text (repeatable: joined by a blank line).  [default: text]",
+        metavar="NAME",
+        show_default=False,
+    ),
+]
+TemplateOption = Annotated[
+    str | None,
+    typer.Option(
+        help='For datasets: each record\'s text from its fields, e.g. "{title}\\n\\n{body}" '
+        "(\\n and \\t are understood).",
+        metavar="TEXT",
+        show_default=False,
+    ),
+]
+
+
+def corpus_reading(fields: list[str] | None, template: str | None):  # noqa: ANN201 - Reading
+    """How a dataset's records read, from --field and --template (torch-free)."""
+    from textgen.text.structured import Reading
+
+    try:
+        return Reading.of(fields, None if template is None else unescape(template))
+    except TextgenError as exc:
+        raise SettingError(str(exc)) from None
+
+
 CorpusArgument = Annotated[
     list[str] | None,
     typer.Argument(

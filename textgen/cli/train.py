@@ -11,9 +11,12 @@ import typer
 
 from textgen.cli.options import (
     CorpusArgument,
+    FieldOption,
     ModelOption,
+    TemplateOption,
     VocabSizeOption,
     console,
+    corpus_reading,
     parse_vocab_size,
     parsed,
     resolve,
@@ -180,6 +183,8 @@ def train(
             show_default=False,
         ),
     ] = None,
+    field: FieldOption = None,
+    template: TemplateOption = None,
     keep_tokenizer: Annotated[
         bool,
         typer.Option(
@@ -242,14 +247,15 @@ def train(
             folder, text, config, shape, vocab_tokens, overwrite, view, keep_tokenizer, origin
         )
 
-    result, view = _on_screen(run, corpus, resume, world)
+    reading = corpus_reading(field, template)
+    result, view = _on_screen(run, corpus, resume, world, reading)
     if world.is_main:
         view.summary(result, model, read_metrics(result.folder), _resume_command(model, corpus))
     if result.stopped_by is not None:
         raise typer.Exit(128 + result.stopped_by)
 
 
-def _on_screen(run, corpus: list[str] | None, resume: bool, world: World):  # noqa: ANN001, ANN202
+def _on_screen(run, corpus: list[str] | None, resume: bool, world: World, reading):  # noqa: ANN001, ANN202
     """`run(corpus, view)` with the corpus open (none when a resumed run reads its own)
     and the training screen live; the processes of a torchrun shut down after it."""
     from textgen.text.corpus import BUILTIN_NAME, open_corpus
@@ -258,7 +264,11 @@ def _on_screen(run, corpus: list[str] | None, resume: bool, world: World):  # no
 
     if not corpus and world.is_main and not resume:
         notice(console, f"no corpus given: using the {BUILTIN_NAME}")
-    source = open_corpus(corpus) if corpus or not resume else contextlib.nullcontext(None)
+    source = (
+        open_corpus(corpus, reading=reading)
+        if corpus or not resume
+        else contextlib.nullcontext(None)
+    )
     try:
         with source as text, TrainView(console) as view:
             return run(text, view), view
@@ -321,12 +331,14 @@ def tokenizer_train(
     vocab_size: VocabSizeOption = None,
     model: ModelOption = "default",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing tokenizer.")] = False,
+    field: FieldOption = None,
+    template: TemplateOption = None,
 ) -> None:
     """Train only the tokenizer; `textgen train --model NAME` then uses it."""
     from textgen.text.corpus import open_corpus
     from textgen.training.preparation import train_tokenizer
     from textgen.ui.training import TrainView
 
-    vocab_tokens = parse_vocab_size(vocab_size)
-    with open_corpus(corpus or []) as source, TrainView(console) as view:
+    vocab_tokens, reading = parse_vocab_size(vocab_size), corpus_reading(field, template)
+    with open_corpus(corpus or [], reading=reading) as source, TrainView(console) as view:
         train_tokenizer(resolve(model), source, vocab_tokens, overwrite, view)

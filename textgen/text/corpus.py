@@ -7,6 +7,8 @@ documentation that ships with every CPython as `pydoc_data.topics`).
 Text is read in chunks of about 1 MB, so no corpus is ever held whole in memory. Files
 that look binary (a NUL byte in their first 8 KB) are skipped with a warning; text that
 is not valid UTF-8 is decoded with U+FFFD replacement characters, with a warning.
+Datasets (JSON Lines, CSV/TSV, Parquet) are read record by record, one document per
+record (`textgen.text.structured`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from typing import Any, BinaryIO
 
 from textgen.errors import TextgenError
 from textgen.records import Callback, Notice
+from textgen.text import structured
+from textgen.text.structured import Reading
 
 CHUNK_BYTES = 1 << 20
 SNIFF_BYTES = 8192
@@ -45,7 +49,12 @@ class Corpus:
     builtin: bool = False
     warnings: list[str] = field(default_factory=list)
     names: dict[Path, str] = field(default_factory=dict)  # spooled streams: what they were
+    reading: Reading = field(default_factory=Reading)  # how a dataset's records read
     _spool_dir: str | None = None
+
+    @property
+    def structured(self) -> bool:
+        return any(structured.kind(p) for p in self.files)
 
     def __enter__(self) -> Corpus:
         return self
@@ -70,18 +79,31 @@ class Corpus:
     def record(self) -> dict[str, Any]:
         """What a resumed run needs to find this corpus again (see `reopen`)."""
         kind = "builtin" if self.builtin else "stream" if self.names else "files"
-        return {
+        record = {
             "kind": kind,
             "files": [str(p.resolve()) for p in self.files] if kind == "files" else [],
             "fingerprint": self.fingerprint,
             "description": self.description,
         }
+        if self.structured:
+            record["reading"] = {
+                "fields": list(self.reading.fields),
+                "template": self.reading.template,
+            }
+        return record
 
     @cached_property
     def total_bytes(self) -> int:
         if self.builtin:
             return sum(len(t.encode("utf-8")) for t in _builtin_documents())
-        return sum(p.stat().st_size for p in self.files)
+        total = 0
+        for path in self.files:
+            if structured.kind(path):  # its text's bytes, not the file's (markup, zip)
+                texts = structured.documents(path, self.reading, [])
+                total += sum(len(text.encode("utf-8")) for text in texts)
+            else:
+                total += path.stat().st_size
+        return total
 
     @cached_property
     def fingerprint(self) -> str:
@@ -97,6 +119,8 @@ class Corpus:
                 while data := f.read(CHUNK_BYTES):
                     file_digest.update(data)
             digest.update(file_digest.digest())
+        if self.structured:  # the same file read by other fields is another text
+            digest.update(repr((self.reading.fields, self.reading.template)).encode())
         return digest.hexdigest()
 
     def first_word(self) -> str | None:
@@ -120,7 +144,11 @@ class Corpus:
                 yield iter([text])
             return
         for path in self.files:
-            yield _read_chunks(path, self.warnings)
+            if structured.kind(path):
+                for text in structured.documents(path, self.reading, self.warnings):
+                    yield iter([text])
+            else:
+                yield _read_chunks(path, self.warnings)
 
     def texts(
         self, max_bytes: int | None = None, progress: Progress = lambda done: None
@@ -140,11 +168,14 @@ class Corpus:
                 progress(seen)
 
 
-def open_corpus(specs: list[str], stdin: BinaryIO | None = None) -> Corpus:
-    """Resolve CORPUS arguments to a `Corpus`. No arguments means the built-in corpus."""
+def open_corpus(
+    specs: list[str], stdin: BinaryIO | None = None, reading: Reading | None = None
+) -> Corpus:
+    """Resolve CORPUS arguments to a `Corpus`. No arguments means the built-in corpus.
+    `reading`: which fields of a dataset's records make its documents (default `text`)."""
     if not specs:
         return Corpus(builtin=True)
-    corpus = Corpus()
+    corpus = Corpus(reading=reading or Reading())
     try:
         seen: set[Path] = set()
         for spec in specs:
@@ -170,10 +201,12 @@ def open_corpus(specs: list[str], stdin: BinaryIO | None = None) -> Corpus:
 def reopen(record: dict[str, Any]) -> Corpus:
     """The corpus a run recorded (`Corpus.record`), if it is still there and unchanged."""
     kind, description = record.get("kind"), record.get("description", "its corpus")
+    read = record.get("reading") or {}
+    reading = Reading(tuple(read.get("fields") or ("text",)), read.get("template"))
     if kind == "builtin":
         corpus = Corpus(builtin=True)
     elif kind == "files" and all(Path(p).is_file() for p in record.get("files", [])):
-        corpus = Corpus(files=[Path(p) for p in record["files"]])
+        corpus = Corpus(files=[Path(p) for p in record["files"]], reading=reading)
     elif kind == "stream":
         raise TextgenError(
             f"the run read its corpus from {description}, which cannot be read again: "
@@ -271,8 +304,11 @@ COMPRESSED = {
 
 
 def _looks_like_text(path: Path, warnings: list[str], name: str | None = None) -> bool:
-    """Whether to read a file as text; a compressed or binary one is skipped, with a word."""
+    """Whether to read a file as text; a compressed or binary one is skipped, with a word
+    (a dataset, read record by record, may be either)."""
     name = name or str(path)
+    if structured.kind(path):
+        return True
     try:
         with open(path, "rb") as f:
             head = f.read(SNIFF_BYTES)
