@@ -120,15 +120,7 @@ def textgen_server(model: str, slots: int, threads: int | None):
     process = subprocess.Popen(command, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}/v1"
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None:
-                raise SystemExit(f"textgen serve --model {model} exited ({process.returncode})")
-            time.sleep(0.1)
+        wait_ready(f"http://127.0.0.1:{port}/health", process, f"textgen serve --model {model}")
         yield base, process
     finally:
         process.send_signal(signal.SIGTERM)

@@ -193,24 +193,14 @@ def _delimited(path: Path, found: str, reading: Reading) -> Iterator[tuple[str, 
     try:
         with _open_text(path) as f:
             rows = csv.DictReader(f, delimiter=delimiter)
-            columns = rows.fieldnames or []
-            missing = [name for name in reading.fields if name not in columns]
-            if missing:
-                shown = ", ".join(columns[:10]) + (", ..." if len(columns) > 10 else "")
-                raise TextgenError(
-                    f"{path}: no column {missing[0]!r}; its columns: {shown or 'none'}; "
-                    "choose one with --field NAME (or --template)"
-                )
+            columns = list(rows.fieldnames or [])
+            _check_columns(path, columns, reading)
             for row in rows:
                 # the header is line 1; a row's number is its line's for one-line rows
                 where = f"row {rows.line_num - 1}"
                 if None in row:  # more cells than the header has columns
-                    yield (
-                        where,
-                        BadRecord(
-                            f"{len(columns) + len(row[None])} cells, the header has {len(columns)}"
-                        ),
-                    )
+                    cells = len(columns) + len(row[None])
+                    yield where, BadRecord(f"{cells} cells, the header has {len(columns)}")
                 elif any(row.get(name) is None for name in reading.fields):
                     yield where, BadRecord(f"fewer cells than the header's {len(columns)}")
                 else:
@@ -228,14 +218,7 @@ def _parquet(path: Path, found: str, reading: Reading) -> Iterator[tuple[str, An
         ) from None
     try:
         table = pq.ParquetFile(path)
-        columns = table.schema_arrow.names
-        missing = [name for name in reading.fields if name not in columns]
-        if missing:
-            shown = ", ".join(columns[:10]) + (", ..." if len(columns) > 10 else "")
-            raise TextgenError(
-                f"{path}: no column {missing[0]!r}; its columns: {shown}; choose one with "
-                "--field NAME (or --template)"
-            )
+        _check_columns(path, table.schema_arrow.names, reading)
         row = 0
         for batch in table.iter_batches(batch_size=PARQUET_BATCH, columns=list(reading.fields)):
             for record in batch.to_pylist():
@@ -245,6 +228,17 @@ def _parquet(path: Path, found: str, reading: Reading) -> Iterator[tuple[str, An
         raise
     except Exception as exc:  # pyarrow's own errors: a damaged or foreign file
         raise TextgenError(f"{path}: cannot read it as Parquet ({exc})") from None
+
+
+def _check_columns(path: Path, columns: list[str], reading: Reading) -> None:
+    """A table without a column the reading needs is one error naming those it has."""
+    missing = [name for name in reading.fields if name not in columns]
+    if missing:
+        shown = ", ".join(columns[:10]) + (", ..." if len(columns) > 10 else "")
+        raise TextgenError(
+            f"{path}: no column {missing[0]!r}; its columns: {shown or 'none'}; choose one "
+            "with --field NAME (or --template)"
+        )
 
 
 def _why(exc: BaseException) -> str:

@@ -41,6 +41,19 @@ from textgen.ui.style import (
 )
 
 
+def write_piece(out: Console, piece: str, prob: float, colour: bool) -> None:
+    """A piece of generated text onto stdout (`out`), now: in a terminal with control
+    characters spelled out, coloured by its probability with `colour`; elsewhere as it is."""
+    if out.is_terminal:
+        piece = visible_controls(piece)
+    if colour:
+        out.print(Text(piece, style=prob_style(prob)), end="", soft_wrap=True)
+        out.file.flush()
+    else:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+
 class GenerateView:
     """Shows a completion as it streams.
 
@@ -124,13 +137,7 @@ class GenerateView:
     def _write(self, piece: str, prob: float) -> None:
         if self.stdout_tty and piece:
             self.line_open = not piece.endswith("\n")
-            piece = visible_controls(piece)
-        if self.colour:
-            self.out.print(Text(piece, style=prob_style(prob)), end="", soft_wrap=True)
-            self.out.file.flush()
-        else:
-            sys.stdout.write(piece)
-            sys.stdout.flush()
+        write_piece(self.out, piece, prob, self.colour)
 
     def add(self, record: TokenRecord) -> None:
         if not self.single:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from collections.abc import Sequence
 
 from rich import box
@@ -25,6 +24,7 @@ from rich.text import Text
 
 from textgen.records import Generation, TokenRecord
 from textgen.ui.console import live_ok, make_console, notice
+from textgen.ui.generation import write_piece
 from textgen.ui.style import (
     RenderToken,
     bar,
@@ -32,7 +32,6 @@ from textgen.ui.style import (
     coloured,
     percent,
     prob_legend,
-    prob_style,
     visible_controls,
 )
 
@@ -155,12 +154,7 @@ class TemperatureView:
             )
 
     def _write(self, piece: str, prob: float) -> None:
-        if self.colour:
-            self.out.print(Text(piece, style=prob_style(prob)), end="", soft_wrap=True)
-            self.out.file.flush()
-        else:
-            sys.stdout.write(piece)
-            sys.stdout.flush()
+        write_piece(self.out, piece, prob, self.colour)
 
     def _columns(self) -> RenderableType:
         table = Table(box=box.SIMPLE_HEAD, padding=(0, GAP // 2 + 1), expand=True)
