@@ -135,9 +135,11 @@ def default_dropout(epochs: float) -> float:
     """Dropout for a run that reads its text `epochs` times: none until it has read it
     about ten times (before that it only slows learning), 0.1 after.
 
-    Measured (benchmarks/notebook, 5 minutes): at 3.5 epochs no dropout beat 0.1 by 2.8 %
-    (fortunes-de, 1.916 against 1.972 bits per byte), at 9.8 they tied (kjv-verse, 1.434
-    both); at 28 epochs 0.1 beat 0.2, the earlier default, by 1.2 % (builtin)."""
+    Measured (benchmarks/notebook, 5 minutes): no dropout beat 0.1 by 2.8 % at 3.5 epochs
+    (fortunes-de, 1.916 against 1.972 bits per byte) and by 1.5 % at 3.9 (fortunes-en),
+    tied it at 9.8 (kjv-verse, 1.434 both), lost by 5 % at 15.5 (kjv-prose) and by 9 % at
+    28 (builtin, 1.757 against 1.609); 0.1 beat 0.2, the earlier default, in seven of
+    eight pairs."""
     return DROPOUT if epochs >= DROPOUT_EPOCHS else 0.0
 
 
