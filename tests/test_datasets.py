@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import re
 import subprocess
 import sys
 import tracemalloc
@@ -80,7 +81,8 @@ def test_a_file_where_no_record_has_the_field_is_one_error_naming_the_fields_it_
     path = tmp_path / "d.jsonl"
     write_jsonl(path, [{"title": "a", "body": "b"}, {"title": "c", "body": "d"}])
     with pytest.raises(
-        TextgenError, match="no record has the field 'text'; its records have: title, body"
+        TextgenError,
+        match=r"the field 'text' \(line 1: no field 'text'\); its records have: title, body",
     ):
         documents(path)
     table = tmp_path / "d.csv"
@@ -181,3 +183,49 @@ def test_bad_reading_options_are_one_line(tmp_path, options, message):
     write_jsonl(path, [{"text": "hello"}])
     done = run("train", str(path), "--model", str(tmp_path / "m"), "--steps", "1", *options)
     one_line_error(done.returncode, done.stderr, 2, message)
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_field_or_record(tmp_path):
+    table = tmp_path / "excel.csv"
+    table.write_bytes("\ufefftext,title\r\nhello there,a\r\nsecond row,b\r\n".encode())
+    assert documents(table) == (["hello there", "second row"], [])
+    lines = tmp_path / "bom.jsonl"
+    lines.write_bytes('\ufeff{"text": "first"}\n{"text": "second"}\n'.encode())
+    assert documents(lines) == (["first", "second"], [])
+
+
+@pytest.mark.parametrize(
+    "lines, reason",
+    [
+        (["{bad", "nope", "[1]"], "line 1: not valid JSON"),
+        ([{"text": 1}, {"text": 2}], "line 1: field 'text' is a number, not a string"),
+    ],
+)
+def test_when_no_record_gives_a_text_the_error_says_why_of_the_first(tmp_path, lines, reason):
+    path = tmp_path / "d.jsonl"
+    write_jsonl(path, lines)
+    with pytest.raises(TextgenError, match=re.escape(reason)):
+        documents(path)
+
+
+def test_a_parquet_column_of_numbers_is_named_as_such(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"n": [1, 2]}), path)
+    with pytest.raises(TextgenError, match="row 1: field 'n' is a number, not a string"):
+        documents(path, Reading.of(["n"], None))
+
+
+def test_field_on_plain_text_says_it_is_read_as_text(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text('{"text": "hi"}\n', encoding="utf-8")
+    texts, warnings = documents(path, Reading.of(["title"], None))
+    assert texts == ['{"text": "hi"}\n']
+    assert any("read as plain text" in w for w in warnings)
+
+
+def test_resume_with_another_field_and_no_corpus_is_refused(tmp_path):
+    done = run("train", "--resume", "--model", str(tmp_path / "m"), "--field", "body")
+    one_line_error(done.returncode, done.stderr, 2, "give it")

@@ -102,3 +102,14 @@ def test_a_terminal_heads_each_sample_with_its_temperature_side_by_side_when_wid
     # the first step's distribution at each temperature, one column each
     assert "step 1: the same next-token distribution at each temperature" in " ".join(lines)
     assert any("T=0.2" in line and "T=0.8" in line and "T=1.5" in line for line in lines[-12:])
+
+
+def test_many_temperatures_split_the_first_step_table_into_readable_parts(trained_folder):
+    many = ",".join(f"{t / 10:g}" for t in range(20))
+    run = run_in_terminal(
+        [*BASE, "--model", str(trained_folder), "-t", many, "--show-top", "2"], columns=80
+    )
+    assert run.code == 0, run.screen
+    headers = [line for line in run.screen.splitlines() if line.lstrip().startswith("token")]
+    assert len(headers) > 1  # several tables, each a few temperatures wide
+    assert "T=1.9" in run.screen and "…" not in "".join(headers)

@@ -248,6 +248,12 @@ def train(
         )
 
     reading = corpus_reading(field, template)
+    if resume and not corpus and (field or template is not None):
+        raise SettingError(
+            "--field and --template on --resume read a corpus given again: give it "
+            "(textgen train FILE --resume --field ...); without one the run reads its own "
+            "as it did"
+        )
     result, view = _on_screen(run, corpus, resume, world, reading)
     if world.is_main:
         view.summary(result, model, read_metrics(result.folder), _resume_command(model, corpus))

@@ -192,6 +192,11 @@ def open_corpus(
             raise TextgenError(f"the corpus is empty: {skipped}")
         if corpus.total_bytes == 0:
             raise TextgenError("the corpus is empty: all its files have zero bytes")
+        if reading is not None and reading != Reading() and not corpus.structured:
+            corpus.warnings.append(
+                f"--field and --template read datasets ({', '.join(structured.KINDS)}, "
+                "also .gz); this corpus has none, so it is read as plain text"
+            )
     except BaseException:
         corpus.close()  # no spooled copy of standard input is left behind
         raise

@@ -140,8 +140,8 @@ def documents(path: Path, reading: Reading, warnings: list[str]) -> Iterator[str
             yield text
     if bad and not good:
         raise TextgenError(
-            f"{path}: no record has {reading.describe()}{seen.phrase()}; choose the field "
-            "with --field NAME (or --template)"
+            f"{path}: no record has {reading.describe()} ({named[0]}){seen.phrase()}; "
+            "choose the field with --field NAME (or --template)"
         )
     if bad:
         more = f", and {bad - len(named)} more" if bad > len(named) else ""
@@ -170,7 +170,8 @@ def _open_text(path: Path) -> IO[str]:
     """The file as text (gunzipped if it ends in .gz); the caller closes it."""
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     raw: IO[bytes] = opener(path, "rb")  # type: ignore[assignment]
-    return io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="")
+    # utf-8-sig: a byte-order mark (Excel and Windows tools write one) is not text
+    return io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
 
 
 def _jsonl(path: Path, found: str, reading: Reading) -> Iterator[tuple[str, Any]]:

@@ -140,11 +140,16 @@ class TemperatureView:
             if not self.interactive:
                 self.err.line()
             steps = [s for s in self.first_steps if s is not None]
-            self.err.print(
-                first_step_table(
-                    steps, self.temperatures, self.render_token, self.show_top, self.err.width
+            for part in table_parts(len(steps), self.err.width):  # as many as fit a width
+                self.err.print(
+                    first_step_table(
+                        steps[part],
+                        self.temperatures[part],
+                        self.render_token,
+                        self.show_top,
+                        self.err.width,
+                    )
                 )
-            )
         if self.interactive:
             tokens = sum(g.samples[0].generated_tokens for g in generations)
             seed = generations[0].seed if generations else None
@@ -166,6 +171,16 @@ class TemperatureView:
         ]
         table.add_row(*cells)
         return Group(table)
+
+
+PERCENT_CELL = 8  # a percentage, the chosen mark and padding
+
+
+def table_parts(count: int, width: int) -> list[slice]:
+    """The temperatures' columns in tables that fit `width`: all in one if they do (with
+    percentages alone at least), else as many a table as fit."""
+    per_table = max(1, (width - 12) // PERCENT_CELL)  # less the token and T=1 columns
+    return [slice(i, i + per_table) for i in range(0, count, per_table)]
 
 
 BAR = 8  # characters of a probability bar
