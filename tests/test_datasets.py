@@ -229,3 +229,11 @@ def test_field_on_plain_text_says_it_is_read_as_text(tmp_path):
 def test_resume_with_another_field_and_no_corpus_is_refused(tmp_path):
     done = run("train", "--resume", "--model", str(tmp_path / "m"), "--field", "body")
     one_line_error(done.returncode, done.stderr, 2, "give it")
+
+
+def test_a_template_writes_numbers_but_not_booleans(tmp_path):
+    path = tmp_path / "d.jsonl"
+    write_jsonl(path, [{"n": 3, "ok": False, "text": "a"}, {"n": 4, "ok": True, "text": "b"}])
+    assert documents(path, Reading.of(None, "{n}: {text}"))[0] == ["3: a", "4: b"]
+    with pytest.raises(TextgenError, match="field 'ok' is a boolean, not a string"):
+        documents(path, Reading.of(None, "{ok} {text}"))

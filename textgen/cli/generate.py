@@ -25,6 +25,7 @@ from textgen.ui.generation import GenerateView, prompt_notice
 from textgen.ui.temperatures import TemperatureView, parse_temperatures
 
 if TYPE_CHECKING:
+    from textgen.decode.completion import Completion
     from textgen.model.loaded import LoadedModel
 
 MAX_SHOW_TOP = 20  # candidates a step: more would not fit a screen, nor tell more
@@ -140,42 +141,8 @@ def generate(
     from textgen.store.folder import load
 
     lm = load(resolve(model), choose_device(device), dtype)
-    if len(every) > 1:
-        _temperatures(lm, text, every, show_top, color_probs, json_output)
-        return
-    completion = Completion(lm, text, settings, show_top=show_top or (5 if json_output else 0))
-    message = prompt_notice(text, completion.prompt_tokens, len(completion.prompt_ids))
-    if message:
-        notice(console, message, warning=completion.truncated)
-    if json_output:
-        for _ in completion:
-            pass
-        generated = completion.result()
-        for i in range(settings.num_samples):
-            jsonout.write(jsonout.generation(generated, i, str(lm.folder), lm.tokenizer.token_text))
-        return
-    view = GenerateView(
-        console, text, settings, show_top, lm.tokenizer.render, color_probs, all_steps
-    )
-    with view:
-        for record in completion:
-            view.add(record)
-        view.finish(completion.result())
-
-
-def _temperatures(
-    lm: LoadedModel,
-    text: str,
-    every: list[SampleConfig],
-    show_top: int,
-    color_probs: bool,
-    json_output: bool,
-) -> None:
-    """One sample per temperature, from the same prompt and seed."""
-    from textgen.decode.completion import Completion
-
     top = show_top or (5 if json_output else 0)
-    completions = [Completion(lm, text, settings, show_top=top) for settings in every]
+    completions = [Completion(lm, text, one, show_top=top) for one in every]  # one a temperature
     first = completions[0]
     message = prompt_notice(text, first.prompt_tokens, len(first.prompt_ids))
     if message:
@@ -184,11 +151,29 @@ def _temperatures(
         for completion in completions:
             for _ in completion:
                 pass
-            jsonout.write(
-                jsonout.generation(completion.result(), 0, str(lm.folder), lm.tokenizer.token_text)
-            )
+            generated = completion.result()
+            for i in range(generated.settings.num_samples):
+                jsonout.write(
+                    jsonout.generation(generated, i, str(lm.folder), lm.tokenizer.token_text)
+                )
         return
-    temperatures = [settings.temperature for settings in every]
+    if len(completions) > 1:
+        _temperatures(lm, text, completions, show_top, color_probs)
+        return
+    view = GenerateView(
+        console, text, settings, show_top, lm.tokenizer.render, color_probs, all_steps
+    )
+    with view:
+        for record in first:
+            view.add(record)
+        view.finish(first.result())
+
+
+def _temperatures(
+    lm: LoadedModel, text: str, completions: list[Completion], show_top: int, color_probs: bool
+) -> None:
+    """One sample per temperature, from the same prompt and seed, one after another."""
+    temperatures = [completion.settings.temperature for completion in completions]
     view = TemperatureView(console, text, temperatures, show_top, lm.tokenizer.render, color_probs)
     with view:
         for index, completion in enumerate(completions):

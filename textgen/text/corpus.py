@@ -53,7 +53,8 @@ class Corpus:
     _spool_dir: str | None = None
 
     @property
-    def structured(self) -> bool:
+    def has_datasets(self) -> bool:
+        """Whether some of its files are datasets, read record by record."""
         return any(structured.kind(p) for p in self.files)
 
     def __enter__(self) -> Corpus:
@@ -85,7 +86,7 @@ class Corpus:
             "fingerprint": self.fingerprint,
             "description": self.description,
         }
-        if self.structured:
+        if self.has_datasets:
             record["reading"] = {
                 "fields": list(self.reading.fields),
                 "template": self.reading.template,
@@ -119,7 +120,7 @@ class Corpus:
                 while data := f.read(CHUNK_BYTES):
                     file_digest.update(data)
             digest.update(file_digest.digest())
-        if self.structured:  # the same file read by other fields is another text
+        if self.has_datasets:  # the same file read by other fields is another text
             digest.update(repr((self.reading.fields, self.reading.template)).encode())
         return digest.hexdigest()
 
@@ -192,7 +193,7 @@ def open_corpus(
             raise TextgenError(f"the corpus is empty: {skipped}")
         if corpus.total_bytes == 0:
             raise TextgenError("the corpus is empty: all its files have zero bytes")
-        if reading is not None and reading != Reading() and not corpus.structured:
+        if reading is not None and reading != Reading() and not corpus.has_datasets:
             corpus.warnings.append(
                 f"--field and --template read datasets ({', '.join(structured.KINDS)}, "
                 "also .gz); this corpus has none, so it is read as plain text"

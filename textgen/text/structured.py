@@ -95,7 +95,11 @@ class Reading:
             value = record[name]
             if isinstance(value, str):
                 values[name] = value
-            elif self.template is not None and isinstance(value, int | float) and value is not True:
+            elif (
+                self.template is not None
+                and isinstance(value, int | float)
+                and not isinstance(value, bool)
+            ):
                 values[name] = str(value)
             else:
                 raise BadRecord(f"field {name!r} is {_type_name(value)}, not a string")

@@ -15,7 +15,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from textgen.ui.style import visible_controls
+from textgen.ui.style import one_line
 from textgen.ui.training import LossCurve
 from textgen.units import count, format_duration
 
@@ -70,8 +70,7 @@ SAMPLE_CHARACTERS = 100  # of a sample in `info`'s one line
 
 def _sample_line(sample: dict) -> str:
     """A sample's prompt and text on one line, newlines as ↵, cut to SAMPLE_CHARACTERS."""
-    text = visible_controls((sample["prompt"] + sample["text"]).replace("\r\n", "\n"))
-    text = text.replace("\n", "↵")
+    text = one_line(sample["prompt"] + sample["text"])
     return text if len(text) <= SAMPLE_CHARACTERS else text[: SAMPLE_CHARACTERS - 1] + "…"
 
 

@@ -75,6 +75,11 @@ def visible_controls(text: str) -> str:
     return _CONTROLS.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
+def one_line(text: str) -> str:
+    """Text on one terminal line: control characters spelled out, newlines as ↵."""
+    return visible_controls(text.replace("\r\n", "\n")).replace("\n", "↵")
+
+
 def coloured(pieces: Sequence[tuple[str, float]]) -> Text:
     """Text whose pieces are coloured by a probability: [(text, prob), ...]."""
     text = Text()

@@ -97,12 +97,18 @@ class TemperatureView:
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         """Stopped early (Ctrl-C): what was written so far stays on the screen."""
-        if self.live is not None:
-            self.live.update(self._columns(), refresh=True)
-            self.live.stop()
-            self.live = None
-        elif exc_type is not None and self.stdout_tty and self.current >= 0:
+        if not self._stop_live() and exc_type is not None and self.stdout_tty and self.current >= 0:
             self._write("\n", 1.0)
+
+    def _stop_live(self) -> bool:
+        """End the side-by-side columns, their last frame left on the screen; whether
+        they were on."""
+        if self.live is None:
+            return False
+        self.live.update(self._columns(), refresh=True)
+        self.live.stop()
+        self.live = None
+        return True
 
     def start(self, index: int) -> None:
         """The sample at `temperatures[index]` begins: under a rule naming its temperature
@@ -127,11 +133,7 @@ class TemperatureView:
             self._write(record.text, prob)
 
     def finish(self, generations: Sequence[Generation]) -> None:
-        if self.live is not None:
-            self.live.update(self._columns(), refresh=True)
-            self.live.stop()
-            self.live = None
-        elif self.stdout_tty and self.current >= 0:
+        if not self._stop_live() and self.stdout_tty and self.current >= 0:
             self._write("\n", 1.0)
         self.current = -1
         if self.colour:

@@ -33,7 +33,7 @@ from textgen.records import (
     Working,
 )
 from textgen.ui.console import live_ok, no_control_echo, notice, progress_bar
-from textgen.ui.style import coloured, visible_controls
+from textgen.ui.style import coloured, one_line, visible_controls
 from textgen.units import count, format_duration
 
 ETA_AFTER_SECONDS = 3
@@ -87,8 +87,8 @@ class TrainView:
         self.last_sample = event
         if self.live:
             line = Text(f"sample step {event.step:,} │ ", style="dim")
-            line.append(_one_line(event.prompt), style="dim")
-            line.append_text(coloured([(_one_line(t), p) for t, p in event.pieces]))
+            line.append(one_line(event.prompt), style="dim")
+            line.append_text(coloured([(one_line(t), p) for t, p in event.pieces]))
             self.console.print(line, no_wrap=True, overflow="ellipsis", crop=True)
         else:
             written = json.dumps(event.prompt + event.text, ensure_ascii=False)
@@ -260,10 +260,6 @@ class TrainView:
             notice(
                 self.console, f"try: textgen generate {prompt} --model {shlex.quote(model_name)}"
             )
-
-
-def _one_line(text: str) -> str:
-    return visible_controls(text.replace("\r\n", "\n")).replace("\n", "↵")
 
 
 class LossCurve:
