@@ -140,6 +140,7 @@ def calibrate(args: argparse.Namespace) -> None:
         data.update(stamp)
     data.setdefault("textgen", {})
     dropout = DROPOUT  # every suite corpus is read more than once
+    cells = []  # (key, vocab, config, train)
     for name in args.variants:
         arch, changes, _ = variant(name)
         train = replace(TrainConfig(), **changes)
@@ -148,17 +149,33 @@ def calibrate(args: argparse.Namespace) -> None:
             shape = {"context_window": 128, "dropout": dropout, **arch}
             if depth is not None:
                 shape.update(depth_shape(depth).given())
-            rates = {}
-            for vocab in CALIBRATION_VOCABS:
-                config = ModelConfig(vocab_size=vocab, **shape)
-                probe = SpeedProbe(config, train, torch.device("cpu"), batch=train.batch_size)
-                probe.tokens_per_second(0.3)
-                rates[str(vocab)] = probe.tokens_per_second(args.seconds, min_steps=3)
             key = shape_key(ModelConfig(vocab_size=512, **shape), train)
-            data["textgen"][key] = rates
-            if not full:  # a shape added to an earlier table: when and where it was measured
-                data.setdefault("added", {})[key] = stamp
-            print(f"  {key}: " + ", ".join(f"{v} {r:,.0f}" for v, r in rates.items()), flush=True)
+            for vocab in CALIBRATION_VOCABS:
+                cells.append((key, str(vocab), ModelConfig(vocab_size=vocab, **shape), train))
+    # every cell once a round, the rounds one after another: a slow minute of the machine
+    # lands in one round of every cell, and the median of the rounds drops it
+    measured: dict[tuple[str, str], list[float]] = {}
+    for round_ in range(args.rounds):
+        for key, vocab, config, train in cells:
+            probe = SpeedProbe(config, train, torch.device("cpu"), batch=train.batch_size)
+            probe.tokens_per_second(0.3)
+            rate = probe.tokens_per_second(args.seconds, min_steps=3)
+            measured.setdefault((key, vocab), []).append(rate)
+        print(f"  round {round_ + 1} of {args.rounds} measured", flush=True)
+    for key in dict.fromkeys(k for k, *_ in cells):
+        old = data["textgen"].get(key, {})
+        rates = {v: statistics.median(r) for (k, v), r in measured.items() if k == key}
+        data["textgen"][key] = rates
+        if not full:  # a shape added to an earlier table: when and where it was measured
+            data.setdefault("added", {})[key] = stamp | {"rounds": args.rounds}
+        print(
+            f"  {key}: "
+            + ", ".join(
+                f"{v} {r:,.0f}" + (f" ({r / old[v]:.2f}x the table's)" if v in old else "")
+                for v, r in rates.items()
+            ),
+            flush=True,
+        )
     if full:
         # the budgets of every run in the notebook follow from these: measured once, kept
         # when shapes are added later (a new variant's shapes on the same machine)
@@ -438,6 +455,7 @@ def main() -> None:
     cal = commands.add_parser("calibrate", help="measure the throughput table (quiet machine)")
     cal.add_argument("--variants", nargs="+", default=["default"])
     cal.add_argument("--seconds", type=float, default=1.5)
+    cal.add_argument("--rounds", type=int, default=1, help="median of this many per cell")
     cal.add_argument("--threads", type=int, default=2)
     cal.add_argument("--nanogpt", type=Path)
     cal.add_argument(
