@@ -22,7 +22,7 @@ import typer
 import typer.core
 
 from textgen import __version__
-from textgen.cli import anatomy, export, generate, inspect, models, serve, train
+from textgen.cli import anatomy, export, generate, inspect, models, serve, train, write
 from textgen.cli.options import console, option_for
 from textgen.errors import Interrupted, SettingError, TextgenError
 from textgen.records import World
@@ -85,6 +85,7 @@ def _command(command: Callable[..., None]) -> Callable[..., None]:
 COMMANDS = [
     (train.train, "train", "Train a tokenizer and a transformer on your text."),
     (generate.generate, "generate", "Continue a prompt, streaming the text to stdout."),
+    (write.write, "write", "Write with the model a token at a time, full screen."),
     (inspect.tokenize, "tokenize", "Show how the tokenizer splits a text into tokens."),
     (inspect.score, "score", "How surprised the model is by each token of a text."),
     (inspect.attention, "attention", "Draw where each token of a text attends."),
