@@ -50,7 +50,7 @@ PICTURES = {
         ],
         80,
         24,
-        [(3, b"1"), (0.5, b"\t"), (0.5, b"3"), (0.5, b"\r"), (4, b"+"), (0.5, b"+"), (1, None)],
+        [(0.5, b"1"), (0.5, b"\t"), (0.5, b"3"), (0.5, b"\r"), (4, b"+"), (0.5, b"+"), (1, None)],
         "textgen write",
     ),
     "train": (  # `make demo`'s training, which the write picture then uses
@@ -63,9 +63,12 @@ PICTURES = {
 }
 
 
-def capture(args: list[str], columns: int, rows: int, script, leave: bytes | None) -> pyte.Screen:
-    """Run `textgen ARGS` on a pty, type the script's keys, and return the screen just
-    before `leave` is typed (or when the command ends by itself)."""
+def capture(
+    args: list[str], columns: int, rows: int, script, leave: bytes | None, ready: str | None
+) -> pyte.Screen:
+    """Run `textgen ARGS` on a pty, type the script's keys (the first once `ready` is on
+    the screen), and return the screen just before `leave` is typed (or when the command
+    ends by itself)."""
     main_fd, child_fd = pty.openpty()
     fcntl.ioctl(child_fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
     process = subprocess.Popen(
@@ -83,13 +86,17 @@ def capture(args: list[str], columns: int, rows: int, script, leave: bytes | Non
     def read_for(seconds: float) -> None:
         end = time.monotonic() + seconds
         while time.monotonic() < end and process.poll() is None:
-            ready, _, _ = select.select([main_fd], [], [], 0.05)
-            if ready:
+            readable, _, _ = select.select([main_fd], [], [], 0.05)
+            if readable:
                 try:
                     stream.feed(os.read(main_fd, 65536))
                 except OSError:
                     return
 
+    if ready:  # the first key once the view is up, however slowly it starts
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and ready not in "".join(screen.display):
+            read_for(0.2)
     for wait, keys in script:
         read_for(wait)
         if keys is not None:
@@ -136,8 +143,8 @@ def main() -> None:
     args = parser.parse_args()
     for name in args.pictures:
         arguments, columns, rows, script, title = PICTURES[name]
-        leave = b"\x03" if name == "write" else None
-        screen = capture(arguments, columns, rows, script, leave)
+        leave, ready = (b"\x03", "Tab:") if name == "write" else (None, None)
+        screen = capture(arguments, columns, rows, script, leave, ready)
         console = Console(record=True, width=columns, file=open(os.devnull, "w"))  # noqa: SIM115
         console.print(to_text(screen), crop=True, overflow="crop", no_wrap=True)
         path = HERE / f"{name}.svg"

@@ -168,3 +168,61 @@ def run_in_terminal(
         pyte.ByteStream(screen).feed(raw)
         shown = "\n".join(line.rstrip() for line in screen.display).rstrip()
         return Terminal(code, shown, out.read(), err.read(), raw)
+
+
+def keys_in_a_terminal(
+    argv: list[str],
+    keys: list[bytes],
+    columns: int = 80,
+    rows: int = 24,
+    timeout: float = 120,
+    env: dict | None = None,
+    cwd: Path | None = None,
+) -> tuple[int, str, str]:
+    """ARGV (`textgen write`) with stdin and stderr on a real pseudo-terminal and stdout to
+    a pipe, the keys typed one by one whenever its view is up and idle; the exit code,
+    stdout, and the screen as the terminal showed it last before the command left."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+    import time
+
+    import pyte
+
+    main_fd, child_fd = pty.openpty()
+    fcntl.ioctl(child_fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    process = subprocess.Popen(
+        argv,
+        stdin=child_fd,
+        stdout=subprocess.PIPE,
+        stderr=child_fd,
+        env={**(env or os.environ), "TERM": "xterm-256color"},
+        cwd=cwd,
+        start_new_session=True,
+    )
+    os.close(child_fd)
+    screen = pyte.Screen(columns, rows)
+    stream = pyte.ByteStream(screen)
+    shown, pending, deadline = "", list(keys), time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            ready, _, _ = select.select([main_fd], [], [], 0.2)
+            if ready:
+                try:
+                    stream.feed(os.read(main_fd, 65536))
+                except OSError:
+                    break
+            display = "\n".join(line.rstrip() for line in screen.display)
+            if "temperature" in display and "Tab" in display:
+                shown = display
+                if pending and not ready:  # the view is up and idle: the next key
+                    os.write(main_fd, pending.pop(0))
+                    time.sleep(0.3)
+        out, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(main_fd)
+    return process.returncode, out.decode(), shown

@@ -13,7 +13,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import one_line_error, run, run_cli, run_in_terminal, train_command
+from helpers import (
+    keys_in_a_terminal,
+    one_line_error,
+    run,
+    run_cli,
+    run_in_terminal,
+    train_command,
+)
 
 from textgen.store import folder as model_folder
 
@@ -217,6 +224,13 @@ def test_every_readme_example_runs_as_written(home, tmp_path, example):
     (bin_dir / "textgen").write_text(f'#!/bin/sh\nexec {sys.executable} -m textgen "$@"\n')
     (bin_dir / "textgen").chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    if example.startswith("textgen write"):  # in a terminal: a pick, a sample, Ctrl-C
+        code, _, screen = keys_in_a_terminal(
+            ["bash", "-o", "pipefail", "-c", example], [b"1", b"\t", b"\x03"], env=env, cwd=tmp_path
+        )
+        assert code == 0, screen
+        assert (tmp_path / "story.txt").read_text().startswith("The list")
+        return
     done = subprocess.run(
         ["bash", "-o", "pipefail", "-c", example],
         capture_output=True,

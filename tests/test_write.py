@@ -8,19 +8,11 @@ at 80x24 and at 40 columns, left with Ctrl-C.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import math
-import os
-import pty
-import select
-import struct
-import subprocess
 import sys
-import termios
-import time
 
 import pytest
-from helpers import one_line_error, run, run_cli
+from helpers import keys_in_a_terminal, one_line_error, run, run_cli
 
 from textgen.decode.writing import Draft
 from textgen.settings import MAX_TEMPERATURE, SampleConfig
@@ -206,53 +198,13 @@ def test_save_never_replaces_a_file_unasked(capsys, monkeypatch, trained_folder,
     assert existing.read_text(encoding="utf-8") == "my own words"
 
 
-def _in_a_terminal(args, keys, columns, rows=24, timeout=120):
-    """textgen ARGS on a real pseudo-terminal (stdout to a pipe), keys typed once the view
-    is up; the exit code, stdout, and what the terminal showed last before leaving."""
-    import pyte
-
-    main_fd, child_fd = pty.openpty()
-    fcntl.ioctl(child_fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "textgen", *args],
-        stdin=child_fd,
-        stdout=subprocess.PIPE,
-        stderr=child_fd,
-        env={**os.environ, "TERM": "xterm-256color"},
-        start_new_session=True,
-    )
-    os.close(child_fd)
-    screen = pyte.Screen(columns, rows)
-    stream = pyte.ByteStream(screen)
-    shown, pending, deadline = "", list(keys), time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline and process.poll() is None:
-            ready, _, _ = select.select([main_fd], [], [], 0.2)
-            if ready:
-                try:
-                    stream.feed(os.read(main_fd, 65536))
-                except OSError:
-                    break
-            display = "\n".join(line.rstrip() for line in screen.display)
-            if "temperature" in display and "Tab" in display:
-                shown = display
-                if pending and not ready:  # the view is up and idle: the next key
-                    os.write(main_fd, pending.pop(0))
-                    time.sleep(0.3)
-        out, _ = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        os.close(main_fd)
-    return process.returncode, out.decode(), shown
-
-
 @pytest.mark.parametrize("columns", [80, 40])
 def test_in_a_real_terminal_keys_write_and_ctrl_c_leaves_the_text_on_stdout(
     trained_folder, lm, columns
 ):
-    code, out, screen = _in_a_terminal(
-        ["write", "The cat", "--model", str(trained_folder), "--seed", "11"],
+    code, out, screen = keys_in_a_terminal(
+        [sys.executable, "-m", "textgen", "write", "The cat"]
+        + ["--model", str(trained_folder), "--seed", "11"],
         [b"1", b"\t", b"\t", b"\x03"],
         columns,
     )

@@ -11,7 +11,10 @@ import typer
 from textgen.cli.options import (
     DeviceOption,
     JsonOption,
+    MinPOption,
     ModelOption,
+    TopKOption,
+    TopPOption,
     console,
     read_text_argument,
     resolve,
@@ -49,13 +52,9 @@ def generate(
             metavar="T[,T...]",
         ),
     ] = "0.8",
-    top_k: Annotated[int | None, typer.Option(help="Sample from the k most likely only.")] = None,
-    top_p: Annotated[
-        float | None, typer.Option(help="Sample from the smallest set reaching probability p.")
-    ] = None,
-    min_p: Annotated[
-        float | None, typer.Option(help="Drop tokens below min-p × the top probability.")
-    ] = None,
+    top_k: TopKOption = None,
+    top_p: TopPOption = None,
+    min_p: MinPOption = None,
     repetition_penalty: Annotated[
         float, typer.Option(help="Above 1 discourages repeating tokens.")
     ] = 1.0,

@@ -29,6 +29,14 @@ ModelOption = Annotated[
 DeviceOption = Annotated[
     str, typer.Option(help="auto (cuda, then mps, then cpu), cpu, cuda or mps.")
 ]
+# the filters of sampling, as generate and write take them
+TopKOption = Annotated[int | None, typer.Option(help="Sample from the k most likely only.")]
+TopPOption = Annotated[
+    float | None, typer.Option(help="Sample from the smallest set reaching probability p.")
+]
+MinPOption = Annotated[
+    float | None, typer.Option(help="Drop tokens below min-p × the top probability.")
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 FieldOption = Annotated[
     list[str] | None,

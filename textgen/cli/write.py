@@ -9,7 +9,15 @@ from typing import Annotated
 
 import typer
 
-from textgen.cli.options import DeviceOption, ModelOption, console, resolve
+from textgen.cli.options import (
+    DeviceOption,
+    MinPOption,
+    ModelOption,
+    TopKOption,
+    TopPOption,
+    console,
+    resolve,
+)
 from textgen.errors import SettingError, TextgenError, install_hint
 from textgen.settings import SampleConfig
 from textgen.ui.console import notice
@@ -27,13 +35,9 @@ def write(
         float,
         typer.Option("--temperature", "-t", help="0 (greedy) to 2 (the cap); + and - change it."),
     ] = 0.8,
-    top_k: Annotated[int | None, typer.Option(help="Sample from the k most likely only.")] = None,
-    top_p: Annotated[
-        float | None, typer.Option(help="Sample from the smallest set reaching probability p.")
-    ] = None,
-    min_p: Annotated[
-        float | None, typer.Option(help="Drop tokens below min-p × the top probability.")
-    ] = None,
+    top_k: TopKOption = None,
+    top_p: TopPOption = None,
+    min_p: MinPOption = None,
     candidates: Annotated[
         int, typer.Option(help=f"Next tokens shown, 1 to {MAX_CANDIDATES} (one number key each).")
     ] = MAX_CANDIDATES,

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from rich.columns import Columns
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -149,7 +150,7 @@ class WriteApp(App[str]):
         pick.append(clip(one_line(self.render(step.sampled)), 14), prob_style(step.sampled_prob))
         return Group(heading, table, pick)
 
-    def _help(self) -> Text:
+    def _help(self) -> Columns:
         keys = [
             ("1-9", "pick"),
             ("Tab", "sample"),
@@ -160,11 +161,8 @@ class WriteApp(App[str]):
             ("s", "save"),
             ("^C", "leave"),
         ]
-        text = Text()
-        for key, what in keys:  # a key and its word never split over two lines
-            text.append(key, style="bold")
-            text.append(f"\u00a0{what.replace(' ', chr(0xA0))}  ")
-        return text
+        # a key and its word never split over two lines: one cell each
+        return Columns([Text.assemble((key, "bold"), f" {what}") for key, what in keys])
 
     # -- keys --------------------------------------------------------------------------
 
