@@ -172,7 +172,7 @@ def run_in_terminal(
 
 def keys_in_a_terminal(
     argv: list[str],
-    keys: list[bytes],
+    keys: list,
     columns: int = 80,
     rows: int = 24,
     timeout: float = 120,
@@ -180,7 +180,8 @@ def keys_in_a_terminal(
     cwd: Path | None = None,
 ) -> tuple[int, str, str]:
     """ARGV (`textgen write`) with stdin and stderr on a real pseudo-terminal and stdout to
-    a pipe, the keys typed one by one whenever its view is up and idle; the exit code,
+    a pipe, the keys (bytes, or ("signal", number) to send one) typed one by one whenever
+    its view is up and idle; the exit code,
     stdout, and the screen as the terminal showed it last before the command left."""
     import fcntl
     import pty
@@ -218,7 +219,11 @@ def keys_in_a_terminal(
             if "temperature" in display and "Tab" in display:
                 shown = display
                 if pending and not ready:  # the view is up and idle: the next key
-                    os.write(main_fd, pending.pop(0))
+                    key = pending.pop(0)
+                    if isinstance(key, tuple):  # ("signal", number): sent, not typed
+                        process.send_signal(key[1])
+                    else:
+                        os.write(main_fd, key)
                     time.sleep(0.3)
         out, _ = process.communicate(timeout=30)
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import signal
 import sys
 
 import pytest
@@ -145,6 +146,34 @@ def test_enter_writes_a_stretch_and_s_saves_the_text(lm, tmp_path):
     assert app.saved == tmp_path / "story.txt"
 
 
+def test_s_never_replaces_a_file_that_appeared_meanwhile(lm, tmp_path):
+    d = draft(lm)
+    app = _app(lm, tmp_path, d)
+    (tmp_path / "story.txt").write_text("someone else's", encoding="utf-8")
+    _drive(app, ["tab", "s"])
+    assert (tmp_path / "story.txt").read_text(encoding="utf-8") == "someone else's"
+    assert app.saved is None
+
+
+def test_a_save_that_fails_leaves_the_session_going(lm, tmp_path):
+    from textgen.ui.write import WriteApp
+
+    d = draft(lm)
+    (tmp_path / "a-file").write_text("", encoding="utf-8")  # no folder can be made there
+    app = WriteApp(d, lm.tokenizer.render, tmp_path / "a-file" / "x.txt", 12, "test")
+    assert _drive(app, ["tab", "s", "tab", "ctrl+c"]) == d.text
+    assert len(d.added) == 2 and app.saved is None
+
+
+def test_the_default_file_name_is_one_no_file_has(tmp_path, monkeypatch):
+    from textgen.ui.write import new_save_path
+
+    monkeypatch.chdir(tmp_path)
+    first = new_save_path()
+    first.write_text("mine", encoding="utf-8")
+    assert new_save_path() != first
+
+
 def test_escape_stops_a_stretch(lm, tmp_path):
     d = draft(lm, seed=5)
     app = _app(lm, tmp_path, d, stretch=100_000)
@@ -219,3 +248,52 @@ def test_in_a_real_terminal_keys_write_and_ctrl_c_leaves_the_text_on_stdout(
     for key in range(1, 10):  # every candidate fits the screen, with its key
         assert any(line.lstrip(" │").startswith(f"{key} ") for line in lines), screen
     assert "temperature 0.8" in screen
+
+
+@pytest.mark.parametrize("name, code", [("SIGTERM", 143), ("SIGHUP", 129)])
+def test_a_termination_signal_keeps_the_text_on_stdout(trained_folder, lm, name, code):
+    number = getattr(signal, name)
+    exit_code, out, _ = keys_in_a_terminal(
+        [sys.executable, "-m", "textgen", "write", "The cat"]
+        + ["--model", str(trained_folder), "--seed", "11"],
+        [b"1", b"\t", ("signal", number)],
+    )
+    assert exit_code == code
+    expected = draft(lm, seed=11)
+    expected.add(expected.next.candidates[0].token_id)
+    expected.add_sampled()
+    assert out == expected.text + "\n"
+
+
+def test_a_terminal_that_goes_away_ends_it_with_the_text_kept(trained_folder):
+    import fcntl
+    import os
+    import pty
+    import select
+    import struct
+    import subprocess
+    import termios
+    import time
+
+    main_fd, child_fd = pty.openpty()
+    fcntl.ioctl(child_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "textgen", "write", "The cat", "--model", str(trained_folder)],
+        stdin=child_fd,
+        stdout=subprocess.PIPE,
+        stderr=child_fd,
+        env={**os.environ, "TERM": "xterm-256color"},
+        start_new_session=True,  # no controlling terminal: no hang-up signal comes
+    )
+    os.close(child_fd)
+    seen, deadline = b"", time.monotonic() + 120
+    while b"Tab" not in seen and time.monotonic() < deadline:
+        if select.select([main_fd], [], [], 0.2)[0]:
+            seen += os.read(main_fd, 65536)
+    os.close(main_fd)  # the terminal window closes
+    try:
+        out, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert out == b"The cat\n"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -70,7 +69,7 @@ def write(
     settings = SampleConfig(
         temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed
     )
-    save_to = _save_path(save, overwrite)
+    _check_save(save, overwrite)
     if not (sys.stdin.isatty() and sys.stderr.isatty()):
         raise TextgenError(
             "textgen write reads keys from a terminal and draws on one: run it in a terminal "
@@ -87,19 +86,21 @@ def write(
     lm = load(resolve(model), choose_device(device))
     draft = Draft(lm, prompt or "", settings, candidates)
     title = f"textgen write · {lm.folder.name} · seed {draft.seed}"
-    app = WriteApp(draft, lm.tokenizer.render, save_to, stretch, title)
-    text = app.run()
-    text = draft.text if text is None else text
-    sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
-    sys.stdout.flush()
+    app = WriteApp(draft, lm.tokenizer.render, save, stretch, title, overwrite)
+    try:
+        app.run()
+    finally:  # however it ends (Ctrl-C, SIGTERM, SIGHUP), the text is kept on stdout
+        text = draft.text
+        sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
+        sys.stdout.flush()
     if app.saved is not None:
         notice(console, f"saved to {app.saved}")
-    notice(console, f"{len(draft.added):,} tokens added; --seed {draft.seed} repeats the samples")
+    added = f"{len(draft.added):,} token{'' if len(draft.added) == 1 else 's'} added"
+    notice(console, f"{added}; --seed {draft.seed} repeats the samples")
 
 
-def _save_path(save: Path | None, overwrite: bool) -> Path:
-    """Where s saves: the --save file (never one that exists, unless --overwrite), or a
-    new name in the current folder."""
+def _check_save(save: Path | None, overwrite: bool) -> None:
+    """--save's file, checked before the view starts (s checks again when pressed)."""
     if save is not None:
         if save.is_dir():
             raise SettingError(f"--save {save}: is a folder; name a file")
@@ -107,9 +108,3 @@ def _save_path(save: Path | None, overwrite: bool) -> Path:
             raise SettingError(
                 f"--save {save}: exists; name another file, or add --overwrite to replace it"
             )
-        return save
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path, n = Path(f"textgen-write-{stamp}.txt"), 2
-    while path.exists():
-        path, n = Path(f"textgen-write-{stamp}-{n}.txt"), n + 1
-    return path

@@ -17,7 +17,10 @@ imports torch: the draft is passed in.
 
 from __future__ import annotations
 
+import datetime
 import math
+import os
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +35,7 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
+from textgen.errors import TextgenError
 from textgen.files import write_text
 from textgen.records import Candidate
 from textgen.settings import MAX_TEMPERATURE
@@ -92,12 +96,16 @@ class WriteApp(App[str]):
         self,
         draft: DraftLike,
         render: Callable[[int], str],
-        save_to: Path,
+        save_to: Path | None,
         stretch: int,
         title: str,
+        overwrite: bool = False,
     ) -> None:
-        super().__init__()
+        """`save_to`: the file s saves to (None: a new file named when s is first pressed);
+        one that exists is replaced only with `overwrite`, or once this view wrote it."""
+        super().__init__(driver_class=_driver_class())
         self.draft, self.render, self.save_to, self.stretch_tokens = draft, render, save_to, stretch
+        self.overwrite = overwrite
         self.title_line = title
         self.writing = threading.Event()  # a stretch is being written
         self.stop_writing = threading.Event()
@@ -113,6 +121,16 @@ class WriteApp(App[str]):
     def on_mount(self) -> None:
         self.query_one("#text").border_title = self.title_line
         self.refresh_view()
+        if not self.is_headless:
+            self.set_interval(1.0, self._check_terminal)
+
+    def _check_terminal(self) -> None:
+        """Leave, keeping the text, once the terminal is gone (closed without a hang-up
+        signal: Textual's input would otherwise wait on it for ever, spinning)."""
+        try:
+            os.get_terminal_size(sys.__stderr__.fileno())
+        except (OSError, ValueError, AttributeError):
+            self.action_leave()
 
     # -- drawing -----------------------------------------------------------------------
 
@@ -152,7 +170,7 @@ class WriteApp(App[str]):
 
     def _help(self) -> Columns:
         keys = [
-            ("1-9", "pick"),
+            (f"1-{len(self.draft.next.candidates)}", "pick"),
             ("Tab", "sample"),
             ("Enter", f"write {self.stretch_tokens}"),
             ("Esc", "stop"),
@@ -215,13 +233,53 @@ class WriteApp(App[str]):
         self.stop_writing.set()
 
     def action_save(self) -> None:
+        path = self.saved or self.save_to or new_save_path()
+        if path != self.saved and path.exists() and not self.overwrite:
+            self.notify(
+                f"{path} exists now: not replaced (--overwrite lets s replace it)",
+                severity="error",
+                timeout=6,
+            )
+            return
         text = self.draft.text
-        write_text(self.save_to, text)
-        self.saved = self.save_to
-        self.notify(f"saved {len(text):,} characters to {self.save_to}", timeout=3)
+        try:
+            write_text(path, text)
+        except TextgenError as exc:  # the session goes on: the text is still here
+            self.notify(str(exc), severity="error", timeout=6)
+            return
+        self.saved = path
+        self.notify(f"saved {len(text):,} characters to {path}", timeout=3)
 
     def action_leave(self) -> None:
         self.leaving = True
         self.stop_writing.set()
         if not self.writing.is_set():  # else the stretch leaves once its step is done
             self.exit(self.draft.text)
+
+
+def new_save_path() -> Path:
+    """A file name for s that no file has yet: textgen-write-<time>.txt here."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path, n = Path(f"textgen-write-{stamp}.txt"), 2
+    while path.exists():
+        path, n = Path(f"textgen-write-{stamp}-{n}.txt"), n + 1
+    return path
+
+
+def _driver_class() -> type | None:
+    """Textual's terminal driver, sized by the terminal it draws on (stderr): its own
+    asks stdout, which `textgen write > story.txt` sends to a file (80x24 whatever the
+    terminal, and resizes unseen)."""
+    if os.name != "posix":
+        return None
+    from textual.drivers.linux_driver import LinuxDriver
+
+    class StderrSized(LinuxDriver):
+        def _get_terminal_size(self) -> tuple[int, int]:
+            try:
+                size = os.get_terminal_size(self._file.fileno())
+            except (AttributeError, ValueError, OSError):
+                return super()._get_terminal_size()
+            return size.columns or 80, size.lines or 25
+
+    return StderrSized
