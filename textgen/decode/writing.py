@@ -12,7 +12,6 @@ give the same text.
 
 from __future__ import annotations
 
-import codecs
 from dataclasses import dataclass, replace
 
 import torch
@@ -22,6 +21,7 @@ from textgen.decode.loop import Window, advance, choose, new_seed, prefill
 from textgen.model.loaded import LoadedModel
 from textgen.records import Candidate
 from textgen.settings import MAX_TEMPERATURE, SampleConfig
+from textgen.text.tokenizer import StreamDecoder
 
 
 @dataclass(frozen=True)
@@ -78,11 +78,9 @@ class Draft:
         """The added text token by token, each piece with the model's probability of its
         token (a character split over tokens comes with the token that completes it; the
         end-of-text token adds nothing)."""
-        token_bytes, eot = self.lm.tokenizer.token_bytes, self.lm.tokenizer.eot_id
-        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        decoder, eot = StreamDecoder(self.lm.tokenizer.token_bytes), self.lm.tokenizer.eot_id
         return [
-            (decoder.decode(b"" if token == eot else token_bytes[token]), prob)
-            for token, prob in list(self._added)
+            ("" if token == eot else decoder.feed(token), prob) for token, prob in list(self._added)
         ]
 
     @torch.inference_mode()

@@ -38,7 +38,6 @@ from textual.widgets import Static
 from textgen.errors import TextgenError
 from textgen.files import write_text
 from textgen.records import Candidate
-from textgen.settings import MAX_TEMPERATURE
 from textgen.ui.style import bar, clip, coloured, one_line, percent, prob_style, visible_controls
 
 TEMPERATURE_STEP = 0.1
@@ -203,8 +202,8 @@ class WriteApp(App[str]):
     def action_temperature(self, direction: int) -> None:
         if self.writing.is_set():
             return
-        t = self.draft.temperature + direction * TEMPERATURE_STEP
-        self.draft.set_temperature(min(max(t, 0.0), MAX_TEMPERATURE))
+        # the draft keeps it within 0 and the cap
+        self.draft.set_temperature(self.draft.temperature + direction * TEMPERATURE_STEP)
         self.refresh_view()
 
     def action_stretch(self) -> None:
