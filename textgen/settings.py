@@ -210,6 +210,9 @@ class TrainConfig:
     compile: bool | None = None  # torch.compile the model for training; None: on CUDA only
     optimizer: str = "muon"  # "muon" for the blocks' matrices (AdamW for the rest), or "adamw"
     muon_learning_rate: float = 0.02
+    # Muon's own decoupled weight decay for the blocks' matrices: each step shrinks them
+    # by muon_learning_rate x this (scheduled as the learning rate is)
+    muon_weight_decay: float = 0.0
     eval_interval: int = 100  # steps between validation passes (and checkpoints, by default)
     save_every_steps: int | None = None  # checkpoint this often instead ...
     save_every_seconds: float | None = None  # ... or this often in wall-clock time
@@ -251,6 +254,11 @@ class TrainConfig:
             _finite(self.weight_decay) and self.weight_decay >= 0,
             "{name} must be >= 0",
             "weight_decay",
+        )
+        _require(
+            _finite(self.muon_weight_decay) and self.muon_weight_decay >= 0,
+            "{name} must be >= 0",
+            "muon_weight_decay",
         )
         _require(self.warmup_steps >= 0, "warmup steps must be >= 0")
         _require(

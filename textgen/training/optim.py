@@ -81,6 +81,7 @@ def make_optimizer(model: Transformer, config: TrainConfig, device: torch.device
     muon = Muon(
         [{"params": fused_qkv, "blocks": 3}, {"params": others, "blocks": 1}],
         lr=config.muon_learning_rate,
+        weight_decay=config.muon_weight_decay,
     )
     return Optimizers(muon, adamw)
 
@@ -112,10 +113,15 @@ class Muon(torch.optim.Optimizer):
     """MomentUm Orthogonalized by Newton-schulz: SGD with Nesterov momentum whose update
     for each matrix is replaced by its orthogonalized form, so every direction of the
     matrix moves by about the same amount. For the 2-D weights inside the blocks only;
-    a group's "blocks" splits a fused matrix (Q, K, V) into parts treated separately."""
+    a group's "blocks" splits a fused matrix (Q, K, V) into parts treated separately.
+    `weight_decay` is decoupled, as AdamW's: each step first shrinks a matrix by
+    lr x weight_decay, so it follows the learning rate's schedule."""
 
-    def __init__(self, params, lr: float = 0.02, momentum: float = 0.95) -> None:
-        super().__init__(params, {"lr": lr, "momentum": momentum, "blocks": 1})
+    def __init__(
+        self, params, lr: float = 0.02, momentum: float = 0.95, weight_decay: float = 0.0
+    ) -> None:
+        defaults = {"lr": lr, "momentum": momentum, "blocks": 1, "weight_decay": weight_decay}
+        super().__init__(params, defaults)
 
     @torch.no_grad()
     def step(self) -> None:
@@ -143,6 +149,9 @@ class Muon(torch.optim.Optimizer):
             for (p, parts, group), update in zip(same_shape, orthogonal, strict=True):
                 block_rows, cols = parts.shape[1:]
                 scale = max(1.0, block_rows / cols) ** 0.5  # tall matrices: same RMS step
+                decay = group.get("weight_decay", 0.0)  # absent from older checkpoints
+                if decay:
+                    p.mul_(1 - group["lr"] * decay)
                 p.add_(update.view_as(p).to(p.dtype), alpha=-group["lr"] * scale)
 
 
