@@ -1,5 +1,6 @@
-"""Decoding speed at batch 1: full recompute vs KV cache vs Hugging Face, and the same
-exported model decoded by textgen, transformers and llama.cpp.
+"""Decoding speed at batch 1: full recompute vs KV cache (its steps through PyTorch, and
+in NumPy as `generate` runs them on the CPU) vs Hugging Face, and the same exported model
+decoded by textgen, transformers and llama.cpp.
 
     python benchmarks/decode_speed.py            # both sizes, 256 new tokens
     python benchmarks/decode_speed.py --tokens 512 --repeats 5
@@ -65,8 +66,11 @@ def full_recompute(model: Transformer, prompt: list[int], n: int) -> None:
         ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
 
 
-def kv_cache(model: Transformer, prompt: list[int], n: int) -> None:
-    for _ in generate(model, prompt, SampleConfig(temperature=0, max_new_tokens=n)):
+def kv_cache(model: Transformer, prompt: list[int], n: int, fast_step: bool = True) -> None:
+    """textgen's decoding loop: on the CPU in float32 its steps run in NumPy (`CpuStep`),
+    with `fast_step` False through the model's PyTorch forward pass."""
+    settings = SampleConfig(temperature=0, max_new_tokens=n)
+    for _ in generate(model, prompt, settings, fast_step=fast_step):
         pass
 
 
@@ -102,8 +106,8 @@ def decode_table(tokens: int, repeats: int) -> None:
         f"{torch.get_num_threads()} threads; tokens/s, best of {repeats}"
     )
     print(
-        f"{'model':<17}{'params':>7}{'dtype':>10}{'full recompute':>16}{'KV cache':>10}"
-        f"{'HF generate':>13}{'KV/full':>9}{'KV/HF':>7}"
+        f"{'model':<17}{'params':>7}{'dtype':>10}{'full recompute':>16}{'KV torch':>10}"
+        f"{'KV cache':>10}{'HF generate':>13}{'KV/full':>9}{'KV/HF':>7}"
     )
     for name, shape in SIZES.items():
         for dtype in (torch.float32, torch.bfloat16, torch.float16):
@@ -112,12 +116,15 @@ def decode_table(tokens: int, repeats: int) -> None:
             model = Transformer(config).eval().to(dtype)
             prompt = torch.randint(1, VOCAB, (PROMPT,)).tolist()
             full = best_rate(partial(full_recompute, model, prompt, tokens), tokens, repeats)
+            torch_steps = partial(kv_cache, model, prompt, tokens, fast_step=False)
+            in_torch = best_rate(torch_steps, tokens, repeats)
             cached = best_rate(partial(kv_cache, model, prompt, tokens), tokens, repeats)
             hf_run = hugging_face(shape, tokens, dtype)
             hf = best_rate(hf_run, tokens, repeats) if hf_run else float("nan")
             params = model.num_parameters() / 1e6
             print(
-                f"{name:<17}{params:>6.1f}M{str(dtype)[6:]:>10}{full:>16.0f}{cached:>10.0f}"
+                f"{name:<17}{params:>6.1f}M{str(dtype)[6:]:>10}{full:>16.0f}{in_torch:>10.0f}"
+                f"{cached:>10.0f}"
                 f"{hf:>13.0f}{cached / full:>8.1f}x{cached / hf:>6.1f}x"
             )
 
@@ -135,7 +142,10 @@ def exported_runners(
     from textgen.export import export
 
     lm = LoadedModel(folder, model, tokenizer, {})
-    runners = {"textgen": partial(kv_cache, model, prompt, n)}
+    runners = {
+        "textgen": partial(kv_cache, model, prompt, n),
+        "textgen, torch step": partial(kv_cache, model, prompt, n, fast_step=False),
+    }
     try:
         from transformers import AutoModelForCausalLM
     except ImportError:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from textgen.decode.completion import Completion, StopMatcher
 from textgen.decode.loop import generate, truncate_to_window
+from textgen.model.cpu_step import CpuStep
 from textgen.settings import SampleConfig
 
 
@@ -57,16 +60,36 @@ def test_cached_generation_past_the_window_equals_uncached_recomputation(lm):
 def test_generation_never_feeds_the_model_more_than_its_window(lm, monkeypatch):
     window = lm.model_config.context_window
     seen = []
-    original = lm.model.forward
+    original, original_step = lm.model.forward, CpuStep.__call__
 
     def spy(ids, targets=None, cache=None, last_only=False):
         seen.append((cache.length if cache is not None else 0) + ids.shape[1])
         return original(ids, targets, cache, last_only)
 
+    def step_spy(self, ids):
+        seen.append(self.cache.length + 1)
+        return original_step(self, ids)
+
     monkeypatch.setattr(lm.model, "forward", spy)
+    monkeypatch.setattr(CpuStep, "__call__", step_spy)
     completion = Completion(lm, "A dog " * 100, SampleConfig(max_new_tokens=2 * window, seed=1))
     list(completion)
     assert max(seen) == window
+
+
+def test_decoding_in_numpy_writes_the_text_pytorch_would(lm, monkeypatch):
+    """On the CPU the steps after the prompt run in NumPy (`CpuStep`): the same seed gives
+    the same tokens, past the window's slides, as the model's own forward passes."""
+    prompt = lm.tokenizer.encode("The old fox")
+    settings = SampleConfig(temperature=1.0, max_new_tokens=3 * lm.model_config.context_window)
+    settings = replace(settings, seed=3, num_samples=2)
+
+    def tokens() -> list[list[int]]:
+        return [s.token_ids.tolist() for s in generate(lm.model, prompt, settings)]
+
+    fast = tokens()
+    monkeypatch.setattr(CpuStep, "for_model", staticmethod(lambda model: False))
+    assert fast == tokens()
 
 
 def test_stop_string_ends_the_text_before_it(lm):

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from textgen.model.cache import KVCache, RowCache
+from textgen.model.cpu_step import CpuStep
 from textgen.model.kernels import dropout, squared_relu
 from textgen.model.transformer import Transformer
 from textgen.settings import ModelConfig
@@ -164,3 +165,41 @@ def test_what_a_row_gets_never_depends_on_the_other_rows():
             return model(tokens, cache=rows)[0][0, -1]
 
     assert torch.equal(step(2), step(9))  # bitwise: the batch's company changes nothing
+
+
+STEPPED = [  # every architecture choice the NumPy step spells out again
+    {},
+    dict(position="learned", norm="layernorm", activation="relu2", tie_embeddings=False),
+    dict(qk_norm=True, logit_softcap=15.0),
+    dict(activation="gelu", mlp_ratio=2),
+]
+
+
+@pytest.mark.parametrize("variant", STEPPED)
+def test_a_numpy_decoding_step_gives_the_models_logits(variant):
+    """Decoding one token at a time in NumPy after a prompt read by the model gives the
+    logits of a full forward pass, and leaves the cache as the model's own steps would:
+    the two interleave."""
+    model = small_model(**variant)
+    ids = torch.randint(0, 300, (2, 16))
+    with torch.inference_mode():
+        full, _ = model(ids)
+        cache = KVCache(model.config, 2, torch.device("cpu"), torch.float32)
+        assert CpuStep.for_model(model)
+        step = CpuStep(model, cache)
+        parts = [model(ids[:, :5], cache=cache)[0][:, -1]]
+        for t in range(5, 16):
+            if t == 11:  # a step of the model's own, between NumPy's
+                parts.append(model(ids[:, t : t + 1], cache=cache)[0][:, -1])
+            else:
+                parts.append(step(ids[:, t]))
+        assert cache.length == 16
+        with pytest.raises(ValueError, match="full"):
+            step(ids[:, 0])
+    torch.testing.assert_close(torch.stack(parts, 1), full[:, 4:], atol=1e-5, rtol=1e-4)
+
+
+def test_models_the_numpy_step_does_not_cover_keep_pytorchs():
+    model = small_model()
+    assert not CpuStep.for_model(model.train())  # dropout: PyTorch's
+    assert not CpuStep.for_model(model.eval().to(torch.bfloat16))  # NumPy has no bf16

@@ -32,6 +32,7 @@ from textgen.decode.sampling import (
     top_candidates,
 )
 from textgen.model.cache import KVCache
+from textgen.model.cpu_step import CpuStep
 from textgen.model.transformer import Transformer
 from textgen.settings import SampleConfig
 
@@ -60,9 +61,10 @@ def new_seed() -> int:
 
 class Window:
     """What the model sees: the most recent tokens (at most its context window) of each
-    sample, and their keys and values in a KV cache."""
+    sample, and their keys and values in a KV cache. A float32 model on the CPU decodes
+    one token at a time in NumPy (`CpuStep`), unless `fast_step` is False."""
 
-    def __init__(self, model: Transformer, batch: int) -> None:
+    def __init__(self, model: Transformer, batch: int, fast_step: bool = True) -> None:
         config = model.config
         parameter = next(model.parameters())
         self.size = config.context_window
@@ -70,6 +72,7 @@ class Window:
         # the tokens in the cache: history[:, :cache.length]
         self.history = torch.empty(batch, self.size, dtype=torch.long, device=parameter.device)
         self.keep_on_slide = self.size - max(1, self.size // 4)
+        self.step = CpuStep(model, self.cache) if fast_step and CpuStep.for_model(model) else None
 
     @property
     def tokens(self) -> torch.Tensor:
@@ -127,6 +130,8 @@ def advance(model: Transformer, window: Window, next_ids: torch.Tensor) -> torch
     cache, history = window.cache, window.history
     if cache.length < window.size:
         history[:, cache.length] = next_ids
+        if window.step is not None:
+            return window.step(next_ids)
         return model(next_ids[:, None], cache=cache)[0][:, -1]
     # the window is full: keep its most recent tokens and re-fill the cache from them
     keep = window.keep_on_slide
@@ -143,12 +148,14 @@ def generate(
     settings: SampleConfig,
     show_top: int = 0,
     stop_id: int | None = None,
+    fast_step: bool = True,
 ) -> Iterator[Step]:
     """Sample `settings.max_new_tokens` tokens after `prompt_ids` for each of
-    `settings.num_samples` samples. Ends early once every sample has produced `stop_id`."""
+    `settings.num_samples` samples. Ends early once every sample has produced `stop_id`.
+    `fast_step` False: every step through the model's own forward pass (see `Window`)."""
     if not prompt_ids:
         raise ValueError("generate needs at least one prompt token")
-    window = Window(model, settings.num_samples)
+    window = Window(model, settings.num_samples, fast_step)
     generator = torch.Generator(device=window.history.device)
     generator.manual_seed(settings.seed if settings.seed is not None else new_seed())
     finished = torch.zeros(settings.num_samples, dtype=torch.bool, device=generator.device)

@@ -123,6 +123,46 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(M_MMAP_THRESHOLD, 256 * 2**20)) and bool(mallopt(M_TRIM_THRESHOLD, 2**30))
 
 
+@functools.cache
+def _openblas_threads_setter():  # noqa: ANN202 - a ctypes function, or None
+    """NumPy's own OpenBLAS's thread setter: the library its wheels bundle (numpy.libs on
+    Linux and Windows, numpy/.dylibs on macOS), under the names it exports; None where
+    NumPy uses another BLAS."""
+    from pathlib import Path
+
+    import numpy
+
+    package = Path(numpy.__file__).parent
+    for library in [
+        *package.parent.glob("numpy.libs/*openblas*"),
+        *package.glob(".dylibs/*openblas*"),
+    ]:
+        try:
+            loaded = ctypes.CDLL(str(library))  # the copy already loaded: the same handle
+        except OSError:
+            continue
+        for name in (
+            "scipy_openblas_set_num_threads64_",
+            "scipy_openblas_set_num_threads",
+            "openblas_set_num_threads",
+        ):
+            if hasattr(loaded, name):
+                return getattr(loaded, name)
+    return None
+
+
+def numpy_threads(count: int) -> bool:
+    """Let NumPy's matrix products use at most `count` threads (as PyTorch's own setting).
+    OpenBLAS starts one thread per core by default and, on a machine whose cores are
+    busy, its threads wait on each other: a decoding step in NumPy (`cpu_step`) then runs
+    several times slower than on one thread. False where it cannot be set."""
+    setter = _openblas_threads_setter()
+    if setter is None:
+        return False
+    setter(max(1, count))
+    return True
+
+
 # Dense bf16 peak FLOP/s per GPU, by a part of its name (the first match wins); for MFU.
 PEAK_FLOPS = {
     "H200": 989e12,

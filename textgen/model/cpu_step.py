@@ -1,0 +1,139 @@
+"""One decoding step on the CPU in NumPy: the model's own float32 weights and KV cache,
+shared (no copy), without PyTorch's cost per operation.
+
+A decoding step of a small model is a few dozen operations on vectors of a few hundred
+numbers. Through PyTorch each costs its dispatch (module calls, argument checks, the
+allocator: several microseconds) more than its arithmetic; NumPy's cost per operation is
+a fraction of that, and its matrix-vector products are the same BLAS kernels. For the
+demo model (3x96) the step is several times faster this way; for a model whose weights
+stream from memory (~10 M parameters and up) both are bound by memory bandwidth, and
+NumPy is no slower (benchmarks/decode_speed.py has the figures).
+
+What it computes is `Transformer.forward` for one new token per sequence with a `KVCache`,
+to float32 rounding (the sums are taken in another order: logits agree to about 1e-6, so
+a sampled token can differ only where two candidates are that close). The prompt is read
+by the model itself (one forward pass over many positions, where PyTorch's cost per
+operation does not matter); the steps after it write their keys and values into the same
+cache, so the two interleave freely.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from textgen.model.cache import KVCache
+from textgen.model.device import numpy_threads
+from textgen.model.transformer import Transformer
+
+# tanh-approximated GELU's constants (as F.gelu(approximate="tanh"))
+_GELU_A, _GELU_B = math.sqrt(2 / math.pi), 0.044715
+
+
+def _array(t: torch.Tensor) -> np.ndarray:
+    return t.detach().numpy()
+
+
+class _Norm:
+    """RMSNorm or LayerNorm (no bias) over the last axis, with the module's gain."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.gain = _array(module.weight)
+        self.rms = isinstance(module, torch.nn.RMSNorm)
+        eps = module.eps
+        self.eps = torch.finfo(torch.float32).eps if eps is None else float(eps)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if not self.rms:
+            x = x - x.mean(-1, keepdims=True)
+        scale = 1.0 / np.sqrt(np.vecdot(x, x) / x.shape[-1] + self.eps)
+        return x * scale[:, None] * self.gain
+
+
+class CpuStep:
+    """Decode one token per sequence of a `KVCache` (all at the same position): token ids
+    (B,) in, next-token logits (B, V) out, the cache advanced. `for_model` says whether a
+    model can be stepped this way (float32, on the CPU, in eval mode)."""
+
+    def __init__(self, model: Transformer, cache: KVCache) -> None:
+        c = self.config = model.config
+        self.cache = cache
+        self.keys, self.values = _array(cache.keys), _array(cache.values)  # (L, B, H, W, D)
+        self.embed = _array(model.embed.weight)
+        self.pos_embed = None if model.pos_embed is None else _array(model.pos_embed.weight)
+        self.rotation = None
+        if c.position == "rope":  # cos + i sin per (position, frequency), complex64
+            cos, sin = _array(model.rope_cos), _array(model.rope_sin)
+            self.rotation = (cos + 1j * sin).astype(np.complex64)
+        self.layers = [
+            (
+                _Norm(block.norm_attn),
+                _array(block.attn.qkv.weight).T,  # (C, 3C): x @ W.T without a transpose
+                _array(block.attn.proj.weight).T,
+                _Norm(block.norm_mlp),
+                _array(block.mlp.up.weight).T,
+                _array(block.mlp.down.weight).T,
+            )
+            for block in model.blocks
+        ]
+        self.norm_out = _Norm(model.norm_out)
+        self.unembed = _array(model.unembed.weight).T
+        self.qk_eps = torch.finfo(torch.float32).eps
+        self.scale = np.float32(1.0 / math.sqrt(c.head_dim))
+        numpy_threads(torch.get_num_threads())
+
+    @staticmethod
+    def for_model(model: Transformer) -> bool:
+        parameter = next(model.parameters())
+        return (
+            not model.training
+            and parameter.device.type == "cpu"
+            and all(p.dtype == torch.float32 for p in model.parameters())
+        )
+
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
+        c, cache = self.config, self.cache
+        pos = cache.length
+        if pos >= cache.capacity:
+            raise ValueError(f"the cache is full ({cache.capacity} positions)")
+        B, C, H, D = len(ids), c.n_embd, c.n_head, c.head_dim
+        x = self.embed[ids.numpy()]  # (B, C), a copy
+        if self.pos_embed is not None:
+            x += self.pos_embed[pos]
+        for layer, (norm_attn, qkv_w, proj_w, norm_mlp, up_w, down_w) in enumerate(self.layers):
+            qkv = norm_attn(x) @ qkv_w  # (B, 3C)
+            q, k, v = (qkv[:, i * C : (i + 1) * C].reshape(B, H, D) for i in range(3))
+            if c.qk_norm:
+                q, k = self._unit_rms(q), self._unit_rms(k)
+            if self.rotation is not None:
+                turn = self.rotation[pos]  # (D/2,)
+                q = (q.reshape(B, H, D // 2, 2).view(np.complex64)[..., 0] * turn).view(np.float32)
+                k = (k.reshape(B, H, D // 2, 2).view(np.complex64)[..., 0] * turn).view(np.float32)
+            self.keys[layer, :, :, pos] = k
+            self.values[layer, :, :, pos] = v
+            keys = self.keys[layer, :, :, : pos + 1]  # (B, H, T, D)
+            values = self.values[layer, :, :, : pos + 1]
+            scores = np.matmul(keys, q[..., None])[..., 0] * self.scale  # (B, H, T)
+            scores = np.exp(scores - scores.max(-1, keepdims=True))
+            scores /= scores.sum(-1, keepdims=True)
+            attended = np.matmul(scores[:, :, None, :], values)  # (B, H, 1, D)
+            x += attended.reshape(B, C) @ proj_w
+            hidden = norm_mlp(x) @ up_w
+            if c.activation == "relu2":
+                np.maximum(hidden, 0, out=hidden)
+                hidden *= hidden
+            else:
+                hidden = 0.5 * hidden * (1 + np.tanh(_GELU_A * (hidden + _GELU_B * hidden**3)))
+            x += hidden @ down_w
+        logits = self.norm_out(x) @ self.unembed  # (B, V)
+        if c.logit_softcap is not None:
+            logits = c.logit_softcap * np.tanh(logits / c.logit_softcap)
+        cache.advance(1)
+        return torch.from_numpy(logits)
+
+    def _unit_rms(self, x: np.ndarray) -> np.ndarray:
+        """Each head's vector (..., D) to unit RMS (F.rms_norm without a gain)."""
+        mean_square = np.vecdot(x, x) / x.shape[-1]
+        return x * (1.0 / np.sqrt(mean_square + self.qk_eps))[..., None]
