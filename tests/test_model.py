@@ -128,10 +128,12 @@ def test_dropout_is_the_identity_in_evaluation_and_repeats_under_a_seed():
     assert 0 < (dropout(odd, 0.5, training=True) == 0).sum() < odd.numel()
 
 
+@pytest.mark.parametrize("numpy_step", [False, True])
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_rows_at_their_own_positions_decode_as_each_sequence_alone(variant):
+def test_rows_at_their_own_positions_decode_as_each_sequence_alone(variant, numpy_step):
     """A row cache holds sequences of different lengths, one new token each per step:
-    each row gets the logits its sequence gets decoded on its own."""
+    each row gets the logits its sequence gets decoded on its own (in PyTorch or in the
+    NumPy step the server uses on the CPU)."""
     model = small_model(**variant)
     torch.manual_seed(1)
     sequences = [torch.randint(0, 300, (n,)) for n in (3, 9, 5, 12)]
@@ -141,15 +143,19 @@ def test_rows_at_their_own_positions_decode_as_each_sequence_alone(variant):
             single = KVCache(model.config, 1, torch.device("cpu"), torch.float32)
             model(seq[None, :-1], cache=single)
             rows.store_row(row, single)
-        last = torch.stack([seq[-1] for seq in sequences])[:, None]  # (4, 1)
-        batched = model(last, cache=rows)[0][:, -1]
+        last = torch.stack([seq[-1] for seq in sequences])  # (4,)
+        if numpy_step:
+            batched = CpuStep(model, rows)(last)
+        else:
+            batched = model(last[:, None], cache=rows)[0][:, -1]
         for row, seq in enumerate(sequences):
             alone = model(seq[None])[0][0, -1]
             torch.testing.assert_close(batched[row], alone, atol=1e-5, rtol=1e-4)
     assert rows.lengths.tolist() == [len(seq) for seq in sequences]
 
 
-def test_what_a_row_gets_never_depends_on_the_other_rows():
+@pytest.mark.parametrize("numpy_step", [False, True])
+def test_what_a_row_gets_never_depends_on_the_other_rows(numpy_step):
     model = small_model()
     torch.manual_seed(2)
 
@@ -161,8 +167,10 @@ def test_what_a_row_gets_never_depends_on_the_other_rows():
                 single = KVCache(model.config, 1, torch.device("cpu"), torch.float32)
                 model(seq[None], cache=single)
                 rows.store_row(row, single)
-            tokens = torch.tensor([[5], *([[others]] * 3)])
-            return model(tokens, cache=rows)[0][0, -1]
+            tokens = torch.tensor([5, *([others] * 3)])
+            if numpy_step:
+                return CpuStep(model, rows)(tokens)[0]
+            return model(tokens[:, None], cache=rows)[0][0, -1]
 
     assert torch.equal(step(2), step(9))  # bitwise: the batch's company changes nothing
 

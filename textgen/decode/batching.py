@@ -24,6 +24,8 @@ from textgen.decode.completion import SampleText, step_choices
 from textgen.decode.loop import choose, new_seed, truncate_to_window
 from textgen.errors import SettingError, TextgenError
 from textgen.model.cache import KVCache, RowCache
+from textgen.model.cpu_step import CpuStep
+from textgen.model.device import numpy_threads
 from textgen.model.loaded import LoadedModel
 from textgen.model.memory import check_fits, decoding_bytes
 from textgen.records import Sample, TokenRecord
@@ -60,6 +62,7 @@ class _Running:
     history: list[int]  # the tokens in its row, oldest first
     logits: torch.Tensor  # (V,) for its next token
     produced: int = 0
+    distribution: SampleConfig | None = None  # its settings.distribution(), made once
 
 
 class BatchEngine:
@@ -78,6 +81,8 @@ class BatchEngine:
             raise TextgenError(exc.phrased("--slots")) from None
         self.device, self.window = parameter.device, config.context_window
         self.cache = RowCache(config, slots, parameter.device, parameter.dtype)
+        # a float32 model on the CPU steps in NumPy (model/cpu_step.py), as generate does
+        self.fast_step = CpuStep(lm.model, self.cache) if CpuStep.for_model(lm.model) else None
         self.rows: list[_Running | None] = [None] * slots
         self.waiting: deque[Job] = deque()
         self.queue_limit = queue
@@ -120,6 +125,7 @@ class BatchEngine:
     def _run(self) -> None:
         if self.threads is not None and self.device.type == "cpu":
             torch.set_num_threads(self.threads)
+            numpy_threads(self.threads)
         while True:
             with self.changed:
                 while not self.closed and not self.waiting and not any(self.rows):
@@ -159,7 +165,10 @@ class BatchEngine:
         generator = torch.Generator(device=self.device).manual_seed(seed)
         history, _ = truncate_to_window(job.prompt_ids, self.window)
         text = SampleText(self.lm.tokenizer, job.settings.stop)
-        self.rows[row] = _Running(job, text, generator, history, self._read(row, history))
+        logits = self._read(row, history)
+        self.rows[row] = _Running(
+            job, text, generator, history, logits, distribution=job.settings.distribution()
+        )
         if job.settings.max_new_tokens == 0:
             self._end(row, "length")
 
@@ -197,8 +206,11 @@ class BatchEngine:
         # where each row's step writes: after its history (a fed token: its last one); a
         # row that slid is not read but its keys are at 0 .. len - 1; a free one uses 0
         self.cache.lengths = self._lengths(minus=fed)
-        ids = torch.tensor(tokens, device=self.device)[:, None]
-        logits = self.model(ids, cache=self.cache)[0][:, -1]  # (slots, V)
+        ids = torch.tensor(tokens, device=self.device)
+        if self.fast_step is not None:
+            logits = self.fast_step(ids)  # (slots, V)
+        else:
+            logits = self.model(ids[:, None], cache=self.cache)[0][:, -1]
         self.cache.lengths = self._lengths()
         for row, running in enumerate(self.rows):
             if fed[row]:
@@ -219,7 +231,7 @@ class BatchEngine:
         for i, running in enumerate(rows):
             settings = running.job.settings
             key = (
-                settings.distribution(),
+                running.distribution,
                 running.job.show_top,
                 i if settings.repetition_penalty != 1.0 else None,
             )

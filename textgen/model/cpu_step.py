@@ -24,7 +24,7 @@ import math
 import numpy as np
 import torch
 
-from textgen.model.cache import KVCache
+from textgen.model.cache import KVCache, RowCache
 from textgen.model.device import numpy_threads
 from textgen.model.transformer import Transformer
 
@@ -53,11 +53,14 @@ class _Norm:
 
 
 class CpuStep:
-    """Decode one token per sequence of a `KVCache` (all at the same position): token ids
-    (B,) in, next-token logits (B, V) out, the cache advanced. `for_model` says whether a
-    model can be stepped this way (float32, on the CPU, in eval mode)."""
+    """Decode one token per sequence: token ids (B,) in, next-token logits (B, V) out, the
+    cache advanced. With a `KVCache` every sequence is at the same position and attends
+    to the positions so far; with a `RowCache` each row is at its own and attends to the
+    whole window, masked to its own positions, so that what a row gets never depends on
+    what the other rows hold (as `RowCache` promises). `for_model` says whether a model
+    can be stepped this way (float32, on the CPU, in eval mode)."""
 
-    def __init__(self, model: Transformer, cache: KVCache) -> None:
+    def __init__(self, model: Transformer, cache: KVCache | RowCache) -> None:
         c = self.config = model.config
         self.cache = cache
         self.keys, self.values = _array(cache.keys), _array(cache.values)  # (L, B, H, W, D)
@@ -95,27 +98,39 @@ class CpuStep:
 
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
         c, cache = self.config, self.cache
-        pos = cache.length
-        if pos >= cache.capacity:
-            raise ValueError(f"the cache is full ({cache.capacity} positions)")
         B, C, H, D = len(ids), c.n_embd, c.n_head, c.head_dim
+        rows = isinstance(cache, RowCache)
+        # where each row's new token goes: one position for all, or one a row (B,)
+        at = cache.lengths.numpy() if rows else cache.length
+        if int(np.max(at)) >= cache.capacity:
+            raise ValueError(f"the cache is full ({cache.capacity} positions)")
+        where = (np.arange(B), slice(None), at) if rows else (slice(None), slice(None), at)
+        # a row cache's rows see their own positions only: 0 where seen, -inf past them
+        hidden_past = None
+        if rows:
+            seen = np.arange(cache.capacity) <= at[:, None]  # (B, W)
+            hidden_past = np.where(seen, np.float32(0), np.float32(-np.inf))
         x = self.embed[ids.numpy()]  # (B, C), a copy
         if self.pos_embed is not None:
-            x += self.pos_embed[pos]
+            x += self.pos_embed[at]
+        turn = None
+        if self.rotation is not None:  # (D/2,), or (B, 1, D/2) for rows at their own
+            turn = self.rotation[at][:, None] if rows else self.rotation[at]
         for layer, (norm_attn, qkv_w, proj_w, norm_mlp, up_w, down_w) in enumerate(self.layers):
             qkv = norm_attn(x) @ qkv_w  # (B, 3C)
             q, k, v = (qkv[:, i * C : (i + 1) * C].reshape(B, H, D) for i in range(3))
             if c.qk_norm:
                 q, k = self._unit_rms(q), self._unit_rms(k)
-            if self.rotation is not None:
-                turn = self.rotation[pos]  # (D/2,)
+            if turn is not None:
                 q = (q.reshape(B, H, D // 2, 2).view(np.complex64)[..., 0] * turn).view(np.float32)
                 k = (k.reshape(B, H, D // 2, 2).view(np.complex64)[..., 0] * turn).view(np.float32)
-            self.keys[layer, :, :, pos] = k
-            self.values[layer, :, :, pos] = v
-            keys = self.keys[layer, :, :, : pos + 1]  # (B, H, T, D)
-            values = self.values[layer, :, :, : pos + 1]
+            keys, values = self.keys[layer], self.values[layer]  # (B, H, W, D)
+            keys[where], values[where] = k, v
+            if not rows:
+                keys, values = keys[:, :, : at + 1], values[:, :, : at + 1]
             scores = np.matmul(keys, q[..., None])[..., 0] * self.scale  # (B, H, T)
+            if rows:
+                scores += hidden_past[:, None]
             scores = np.exp(scores - scores.max(-1, keepdims=True))
             scores /= scores.sum(-1, keepdims=True)
             attended = np.matmul(scores[:, :, None, :], values)  # (B, H, 1, D)
