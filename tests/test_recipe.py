@@ -105,6 +105,36 @@ def test_muon_moves_every_direction_of_a_matrix_by_about_the_same_amount():
     assert _share_near_one(step) > 0.9
 
 
+def test_muons_weight_decay_shrinks_a_matrix_by_lr_times_decay_each_step():
+    """Decoupled, as AdamW's: with no gradient at all a matrix only shrinks, by the
+    scheduled learning rate times the decay; without a decay it stays as it was."""
+    weight = torch.nn.Parameter(torch.ones(8, 8))
+    optimizer = Muon([weight], lr=0.05, weight_decay=2.0)
+    weight.grad = torch.zeros(8, 8)
+    optimizer.step()
+    torch.testing.assert_close(weight.detach(), torch.full((8, 8), 0.9))
+    optimizer.param_groups[0]["lr"] = 0.0  # the schedule's end: no decay either
+    optimizer.step()
+    torch.testing.assert_close(weight.detach(), torch.full((8, 8), 0.9))
+    still = torch.nn.Parameter(torch.ones(8, 8))
+    plain = Muon([still], lr=0.05)
+    still.grad = torch.zeros(8, 8)
+    plain.step()
+    assert torch.equal(still.detach(), torch.ones(8, 8))
+
+
+def test_the_recipes_optimizer_decays_the_blocks_with_muon_and_the_embedding_with_adamw():
+    model = Transformer(ModelConfig(vocab_size=300, context_window=16, n_layer=2, n_embd=32))
+    settings = TrainConfig(weight_decay=1.0)
+    optimizer = make_optimizer(model, settings, torch.device("cpu"))
+    muon, adamw = optimizer.optimizers
+    assert {g["weight_decay"] for g in muon.param_groups} == {settings.muon_weight_decay} != {0}
+    decayed = [g for g in adamw.param_groups if g["weight_decay"] == 1.0]
+    assert [p.shape for g in decayed for p in g["params"]] == [model.embed.weight.shape]
+    with pytest.raises(ValueError, match="weight decay"):  # the recipe settles it first
+        make_optimizer(model, TrainConfig(), torch.device("cpu"))
+
+
 NEW_RECIPE = dict(
     qk_norm=True, zero_init_proj=True, logit_softcap=15.0, activation="relu2", tie_embeddings=False
 )
@@ -121,7 +151,8 @@ def test_a_model_trained_with_the_new_recipe_reloads_and_generates_identically(t
         **NEW_RECIPE,
     )
     model = Transformer(config)
-    optimizer = make_optimizer(model, TrainConfig(optimizer="muon"), torch.device("cpu"))
+    settings = TrainConfig(optimizer="muon", weight_decay=0.1)
+    optimizer = make_optimizer(model, settings, torch.device("cpu"))
     ids = torch.tensor([tokenizer.encode("The cat sees the moon by the sea. " * 3)[:33]])
     for _ in range(5):
         _, loss = model(ids[:, :-1], ids[:, 1:])
@@ -232,12 +263,14 @@ def test_a_shape_can_give_every_architecture_setting_but_the_vocabulary():
 
 def test_what_a_shape_leaves_open_the_recipe_fills_and_what_it_gives_wins():
     given = ModelShape(context_window=64, dropout=0.0)
-    shape, config = regularised(given, TrainConfig(bpe_dropout=0.3), epochs=100)
+    settings = TrainConfig(bpe_dropout=0.3, weight_decay=0.2)
+    shape, config = regularised(given, settings, epochs=100)
     assert shape.dropout == 0.0 and shape.context_window == 64  # given: kept as given
-    assert config.bpe_dropout == 0.3
+    assert config.bpe_dropout == 0.3 and config.weight_decay == 0.2
     open_shape, config = regularised(ModelShape(), TrainConfig(), epochs=100)
     assert open_shape.dropout == recipe.DROPOUT and open_shape.n_layer is None
     assert config.bpe_dropout == recipe.BPE_DROPOUT
+    assert config.weight_decay == recipe.MANY_EPOCHS_WEIGHT_DECAY
     assert model_shape("small").but(ModelShape(n_head=2)).given() == {
         "n_layer": 4,
         "n_embd": 128,
@@ -256,19 +289,25 @@ def test_validation_holds_out_a_small_share_but_enough_tokens_for_a_steady_figur
 
 
 def test_regularisation_grows_with_the_epochs_a_run_reads_and_is_off_for_one_pass():
-    """Dropout and BPE-dropout follow the epochs: none for a run that reads its text a few
-    times (or once: a large corpus), dropout once it reads it about ten times, BPE-dropout
-    too past twenty; more epochs never mean less of either."""
+    """Dropout, BPE-dropout and the embedding's weight decay follow the epochs: none (or
+    the usual 0.1 weight decay) for a run that reads its text a few times (or once: a
+    large corpus), dropout once it reads it about ten times, weight decay 1.0 past
+    fifteen, BPE-dropout too past twenty; more epochs never mean less of any."""
     assert recipe.expected_epochs(planned_tokens=5_000, train_tokens=1_000) == 5.0
     assert regularised(ModelShape(), TrainConfig(), epochs=0.5)[0].dropout == 0.0
     assert regularised(ModelShape(), TrainConfig(), epochs=0.5)[1].bpe_dropout == 0.0
     few = regularised(ModelShape(), TrainConfig(), epochs=4)
     assert few[0].dropout == 0.0 and few[1].bpe_dropout == 0.0
+    assert few[1].weight_decay == recipe.WEIGHT_DECAY == 0.1
     some = regularised(ModelShape(), TrainConfig(), epochs=14)
     assert some[0].dropout == recipe.DROPOUT > 0 and some[1].bpe_dropout == 0.0
+    assert some[1].weight_decay == recipe.WEIGHT_DECAY
+    more = regularised(ModelShape(), TrainConfig(), epochs=16)
+    assert more[1].weight_decay == recipe.MANY_EPOCHS_WEIGHT_DECAY > recipe.WEIGHT_DECAY
+    assert more[1].bpe_dropout == 0.0
     many = regularised(ModelShape(), TrainConfig(), epochs=40)
     assert many[0].dropout == recipe.DROPOUT and many[1].bpe_dropout == recipe.BPE_DROPOUT > 0
     epochs = [0.1, 0.9, 1, 2, 8, 10, 15.9, 20, 30, 1000]
-    dropouts = [recipe.default_dropout(e) for e in epochs]
-    bpe = [recipe.default_bpe_dropout(e) for e in epochs]
-    assert dropouts == sorted(dropouts) and bpe == sorted(bpe)
+    for rule in (recipe.default_dropout, recipe.default_bpe_dropout, recipe.default_weight_decay):
+        chosen = [rule(e) for e in epochs]
+        assert chosen == sorted(chosen), rule.__name__

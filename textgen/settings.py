@@ -201,7 +201,7 @@ class TrainConfig:
     batch_size: int = 16  # sequences per step, over all processes (benchmarks/: small wins)
     micro_batch_size: int | None = None  # per forward pass and process; None: no accumulation
     learning_rate: float = 2e-3
-    weight_decay: float = 0.1
+    weight_decay: float | None = None  # AdamW's, on the embedding; None: from the epochs
     grad_clip: float = 1.0
     warmup_steps: int = 50
     cooldown_fraction: float = 0.4  # the last part of the run decays the learning rate to zero
@@ -211,8 +211,8 @@ class TrainConfig:
     optimizer: str = "muon"  # "muon" for the blocks' matrices (AdamW for the rest), or "adamw"
     muon_learning_rate: float = 0.02
     # Muon's own decoupled weight decay for the blocks' matrices: each step shrinks them
-    # by muon_learning_rate x this (scheduled as the learning rate is)
-    muon_weight_decay: float = 0.0
+    # by muon_learning_rate x this, scheduled as the learning rate is (textgen.training.recipe)
+    muon_weight_decay: float = 0.1
     eval_interval: int = 100  # steps between validation passes (and checkpoints, by default)
     save_every_steps: int | None = None  # checkpoint this often instead ...
     save_every_seconds: float | None = None  # ... or this often in wall-clock time
@@ -251,7 +251,7 @@ class TrainConfig:
             "learning_rate",
         )
         _require(
-            _finite(self.weight_decay) and self.weight_decay >= 0,
+            self.weight_decay is None or (_finite(self.weight_decay) and self.weight_decay >= 0),
             "{name} must be >= 0",
             "weight_decay",
         )

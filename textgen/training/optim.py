@@ -52,7 +52,10 @@ class Optimizers:
 def make_optimizer(model: Transformer, config: TrainConfig, device: torch.device) -> Optimizers:
     """AdamW with weight decay on matrices only (not on norm gains); or, with
     `optimizer="muon"`, Muon for the hidden matrices of the blocks and AdamW for the
-    embeddings, the unembedding and the gains."""
+    embeddings, the unembedding and the gains. The weight decay must be settled
+    (`recipe.regularised`)."""
+    if config.weight_decay is None:
+        raise ValueError("the weight decay is not settled yet (recipe.regularised)")
     fused = device.type == "cuda"
     hidden = (
         [

@@ -159,8 +159,8 @@ def _planned(
     callback: Callback,
 ) -> tuple[ModelShape, TrainConfig]:
     """The shape and settings the recipe completes once the budget's tokens are known: the
-    size, if it was left to the recipe (`--size auto`), then dropout and BPE-dropout from
-    how many times the run will read its training text."""
+    size, if it was left to the recipe (`--size auto`), then dropout, BPE-dropout and
+    weight decay from how many times the run will read its training text."""
     probe = ModelShape(dropout=recipe.DROPOUT).but(shape)  # timed as it will likely train
     if shape.n_layer is None:
         choice = distributed.on_main(
@@ -170,7 +170,7 @@ def _planned(
         )
         callback(Notice(choice.describe()))
         shape, planned = shape.but(recipe.depth_shape(choice.depth)), choice.planned_tokens
-    elif shape.dropout is None or config.bpe_dropout is None:
+    elif shape.dropout is None or config.bpe_dropout is None or config.weight_decay is None:
         model_config = probe.config(tokenizer.vocab_size)
         planned, _ = distributed.on_main(
             lambda: sizing.planned_tokens(model_config, config, device, world.size)
@@ -182,11 +182,12 @@ def _planned(
     open_ones = [
         f"dropout {chosen.dropout:g}" if shape.dropout is None else "",
         f"BPE-dropout {settled.bpe_dropout:g}" if config.bpe_dropout is None else "",
+        f"weight decay {settled.weight_decay:g}" if config.weight_decay is None else "",
     ]
-    if any(open_ones):
-        callback(
-            Notice(f"{' and '.join(filter(None, open_ones))} for {epochs:.1f} epochs of its text")
-        )
+    chosen_ones = [part for part in open_ones if part]
+    if chosen_ones:
+        listed = ", ".join(chosen_ones[:-1]) + " and " * (len(chosen_ones) > 1) + chosen_ones[-1]
+        callback(Notice(f"{listed} for {epochs:.1f} epochs of its text"))
     return chosen, settled
 
 
@@ -299,7 +300,10 @@ def _resumed_config(
 ) -> TrainConfig:
     """The saved training settings, with the budget and the changes asked for."""
     try:
-        config = TrainConfig.from_dict(state["train_config"])
+        saved = state["train_config"]
+        # a run saved before Muon had a weight decay of its own trained without one
+        saved = {"muon_weight_decay": 0.0, **saved} if isinstance(saved, dict) else saved
+        config = TrainConfig.from_dict(saved)
     except (KeyError, TypeError, SettingError) as exc:
         raise TextgenError(
             f"{folder / model_folder.TRAIN_STATE}: bad training settings: {exc}"

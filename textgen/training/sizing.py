@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -49,7 +49,9 @@ class SpeedProbe:
         self, config: ModelConfig, train: TrainConfig, device: torch.device, batch: int
     ) -> None:
         self.model = Transformer(config).to(device).train()
-        self.optimizer = make_optimizer(self.model, train, device)
+        # the weight decay changes no step's cost: any value times it
+        settled = replace(train, weight_decay=train.weight_decay or 0.0)
+        self.optimizer = make_optimizer(self.model, settled, device)
         self.train, self.device = train, device
         generator = torch.Generator().manual_seed(0)
         size = (batch, config.context_window + 1)
