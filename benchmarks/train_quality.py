@@ -93,10 +93,11 @@ VARIANTS: dict[str, tuple[dict, dict, int | None]] = {
     "bpe-dropout-0.05": ({}, {"bpe_dropout": 0.05}, None),
     "val-0.01": ({}, {"val_fraction": 0.01}, None),
     "val-0.001": ({}, {"val_fraction": 0.001}, None),
+    "wd-0.1": ({}, {"weight_decay": 0.1}, None),  # the embedding's, whatever the epochs
     "wd-0.3": ({}, {"weight_decay": 0.3}, None),
     "wd-1.0": ({}, {"weight_decay": 1.0}, None),
     "wd-3.0": ({}, {"weight_decay": 3.0}, None),
-    **{f"mwd-{d}": ({}, {"muon_weight_decay": d}, None) for d in (0.03, 0.1, 0.3, 1.0, 3.0)},
+    **{f"mwd-{d}": ({}, {"muon_weight_decay": d}, None) for d in (0, 0.03, 0.1, 0.3, 1.0, 3.0)},
     "vocab-256": ({}, {}, 256),
     "vocab-2048": ({}, {}, 2048),
 }

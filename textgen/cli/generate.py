@@ -92,8 +92,8 @@ def generate(
     dtype: Annotated[
         str,
         typer.Option(
-            help="Weights' precision: auto (float32 for small models on CPU, bfloat16 for "
-            "large ones and on GPUs), float32, bfloat16 or float16."
+            help="Weights' precision: auto (float32 on CPU, bfloat16 on GPUs), float32, "
+            "bfloat16 or float16."
         ),
     ] = "auto",
 ) -> None:
