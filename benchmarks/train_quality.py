@@ -93,6 +93,10 @@ VARIANTS: dict[str, tuple[dict, dict, int | None]] = {
     "bpe-dropout-0.05": ({}, {"bpe_dropout": 0.05}, None),
     "val-0.01": ({}, {"val_fraction": 0.01}, None),
     "val-0.001": ({}, {"val_fraction": 0.001}, None),
+    "mlr-0.01": ({}, {"muon_learning_rate": 0.01}, None),
+    "mlr-0.03": ({}, {"muon_learning_rate": 0.03}, None),
+    "cooldown-0.6": ({}, {"cooldown_fraction": 0.6}, None),
+    "cooldown-0.25": ({}, {"cooldown_fraction": 0.25}, None),
     "wd-0.1": ({}, {"weight_decay": 0.1}, None),  # the embedding's, whatever the epochs
     "wd-0.3": ({}, {"weight_decay": 0.3}, None),
     "wd-1.0": ({}, {"weight_decay": 1.0}, None),
