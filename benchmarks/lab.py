@@ -130,6 +130,9 @@ def calibrate(args: argparse.Namespace) -> None:
     keep_freed_memory()
     torch.set_num_threads(args.threads)
     data = json.loads(THROUGHPUT.read_text()) if THROUGHPUT.exists() else {}
+    # a re-check (--out FILE) compares with the table and writes beside it, never over it:
+    # every budget in the notebook follows from the table
+    out = args.out or THROUGHPUT
     full = args.full or "training_share" not in data
     stamp = {
         "threads": args.threads,
@@ -181,7 +184,7 @@ def calibrate(args: argparse.Namespace) -> None:
         # when shapes are added later (a new variant's shapes on the same machine)
         data["classic"] = run_classic_rate(args.seconds)
         print(f"  classic: {data['classic']:,.0f} tokens/s", flush=True)
-        THROUGHPUT.write_text(json.dumps(data, indent=1) + "\n")
+        out.write_text(json.dumps(data, indent=1) + "\n")
         data["training_share"] = _training_share(Table(data))
         print(f"  share of a real 60 s run spent training: {data['training_share']:.3f}")
     if args.nanogpt:
@@ -194,7 +197,7 @@ def calibrate(args: argparse.Namespace) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             data["nanogpt"] = nanogpt.iterations_per_second(repo, Path(tmp), train_text, held_out)
         print(f"  nanoGPT: {data['nanogpt']:.2f} iterations/s", flush=True)
-    THROUGHPUT.write_text(json.dumps(data, indent=1) + "\n")
+    out.write_text(json.dumps(data, indent=1) + "\n")
 
 
 def _training_share(table: Table) -> float:
@@ -458,6 +461,12 @@ def main() -> None:
     cal.add_argument("--rounds", type=int, default=1, help="median of this many per cell")
     cal.add_argument("--threads", type=int, default=2)
     cal.add_argument("--nanogpt", type=Path)
+    cal.add_argument(
+        "--out",
+        type=Path,
+        help="write the measurements here (the table with the cells measured replaced), "
+        "leaving the notebook's table as it is: a re-check on another day or machine",
+    )
     cal.add_argument(
         "--full",
         action="store_true",
