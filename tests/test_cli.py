@@ -200,39 +200,42 @@ def test_tokenizer_train_then_train_uses_it(corpus_file, tmp_path, textgen):
     assert "using the folder's tokenizer" in err
 
 
-def _regularisation(folder) -> tuple[float, float]:
+def _regularisation(folder) -> tuple[float, float, float]:
+    settings = model_folder.load_train_state(folder)["train_config"]
     return (
         model_folder.load(folder).model.config.dropout,
-        model_folder.load_train_state(folder)["train_config"]["bpe_dropout"],
+        settings["bpe_dropout"],
+        settings["weight_decay"],
     )
 
 
 def test_a_run_that_reads_its_text_many_times_is_regularised_and_one_that_reads_it_once_not(
     corpus_file, tmp_path, textgen
 ):
-    """Dropout and BPE-dropout follow from the epochs the budget plans on the corpus,
-    and the run says what it chose."""
+    """Dropout, BPE-dropout and weight decay follow from the epochs the budget plans on
+    the corpus, and the run says what it chose."""
     options = ["--size", "tiny", "--context", "32", "--batch-size", "16", "--vocab-size", "260"]
     once = tmp_path / "once"  # 2 steps of 512 tokens: a fraction of the corpus
     code, _, err = textgen(
         "train", str(corpus_file), "--model", str(once), "--steps", "2", *options
     )
     assert code == 0, err
-    assert _regularisation(once) == (0.0, 0.0)
-    assert "dropout 0 and BPE-dropout 0 for 0.1 epochs of its text" in err
+    assert _regularisation(once) == (0.0, 0.0, recipe.WEIGHT_DECAY)
+    assert "dropout 0, BPE-dropout 0 and weight decay 0.1 for 0.1 epochs of its text" in err
     small = tmp_path / "small.txt"  # about 900 tokens, read about 40 times in 80 steps
     small.write_text(corpus_file.read_text(encoding="utf-8")[:2500], encoding="utf-8")
     many = tmp_path / "many"
     code, _, err = textgen("train", str(small), "--model", str(many), "--steps", "80", *options)
     assert code == 0, err
-    assert _regularisation(many) == (recipe.DROPOUT, recipe.BPE_DROPOUT)
+    chosen = (recipe.DROPOUT, recipe.BPE_DROPOUT, recipe.MANY_EPOCHS_WEIGHT_DECAY)
+    assert _regularisation(many) == chosen
     given = tmp_path / "given"  # what the user gives is kept
     code, _, err = textgen(
         "train", str(small), "--model", str(given), "--steps", "80", "--dropout", "0.3", *options
     )
     assert code == 0, err
-    assert _regularisation(given) == (0.3, recipe.BPE_DROPOUT)
-    assert "BPE-dropout 0.1 for" in err and "dropout 0.3" not in err
+    assert _regularisation(given) == (0.3, *chosen[1:])
+    assert "BPE-dropout 0.1 and weight decay 1 for" in err and "dropout 0.3" not in err
 
 
 def test_generate_json_is_one_object_per_sample(cli_model, textgen):

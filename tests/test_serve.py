@@ -138,9 +138,8 @@ def test_chat_answers_as_the_assistant_of_a_transcript(client):
     assert answer.choices[0].message.role == "assistant" and "\nUser:" not in content
     assert all(len(t.top_logprobs) == 2 for t in answer.choices[0].logprobs.content)
     streamed = client.chat.completions.create(**options, stream=True)
-    assert (
-        "".join(c.choices[0].delta.content or "" for c in streamed if c.choices).strip() == content
-    )
+    # the same text streamed or whole, to the last character (trailing spaces included)
+    assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == content
 
 
 def test_a_prompt_longer_than_the_window_is_cut_and_said_so(client, lm):
@@ -289,6 +288,21 @@ def test_llm_uses_the_server_as_a_completion_model(running, tmp_path, lm):
     assert done.returncode == 0, done.stderr
     expected = textgen_generate(lm, PROMPT, temperature=0, max_new_tokens=15)
     assert done.stdout.rstrip("\n") == expected.rstrip("\n")
+
+
+def test_a_whole_answer_whose_client_leaves_frees_its_slot(home, lm):
+    """A request answered whole (not streamed) writes nothing until the end, so no failed
+    write says its client went away: the server checks, and stops decoding for it."""
+    never_ends = {str(lm.tokenizer.eot_id): -100}
+    body = {"model": "tiny", "prompt": PROMPT, "max_tokens": 2048, "logit_bias": never_ends}
+    with server(home, "--slots", "1") as (base, process):
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(f"{base}/v1/completions", json=body, timeout=1.0)
+        small = {"model": "tiny", "prompt": PROMPT, "max_tokens": 5, "seed": 1}
+        after = httpx.post(f"{base}/v1/completions", json=small, timeout=120)
+        assert after.status_code == 200
+    log = process.stderr.read()
+    assert "(the client left)" in log.splitlines()[-3] + log.splitlines()[-2], log
 
 
 # -- many at once ------------------------------------------------------------------------------

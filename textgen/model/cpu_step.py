@@ -10,7 +10,7 @@ stream from memory (~10 M parameters and up) both are bound by memory bandwidth,
 NumPy is no slower (benchmarks/decode_speed.py has the figures).
 
 What it computes is `Transformer.forward` for one new token per sequence with a `KVCache`,
-to float32 rounding (the sums are taken in another order: logits agree to about 1e-6, so
+to float32 rounding (the sums are taken in another order: logits agree to a few 1e-6, so
 a sampled token can differ only where two candidates are that close). The prompt is read
 by the model itself (one forward pass over many positions, where PyTorch's cost per
 operation does not matter); the steps after it write their keys and values into the same

@@ -66,7 +66,8 @@ class Gate:
             return await self.app(scope, receiving, sending)
         finally:
             seconds = time.perf_counter() - started
-            ending = "" if done[0] else " (the client left)"
+            left = not done[0] or scope.get("state", {}).get("client_left", False)
+            ending = " (the client left)" if left else ""
             self.log(f"{scope['method']} {scope['path']} {status[0]} {seconds:.2f}s{ending}")
 
     def _refusal(self, scope) -> JSONResponse | None:  # noqa: ANN001

@@ -54,6 +54,9 @@ class Waker:
             run.ready.set()
 
 
+DISCONNECT_CHECK = 0.5  # seconds between checks that a request's client is still there
+
+
 class Run:
     """The jobs of one request, and their tokens handed from the engine's thread to the
     event loop as (choice index, record, sample); a record of None ends a choice. Tokens
@@ -81,13 +84,21 @@ class Run:
     async def events(self, request: Request) -> AsyncIterator[Item | None]:
         """The items as they come; None after each batch of them (a moment to write)."""
         remaining = len(self.jobs)
+        loop = asyncio.get_running_loop()
+        checked = loop.time()
         try:
             while remaining:
-                try:
-                    await asyncio.wait_for(self.ready.wait(), timeout=0.5)
-                except TimeoutError:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.ready.wait(), timeout=DISCONNECT_CHECK)
+                # every half second, tokens flowing or not: a reader that writes nothing
+                # until the end (a whole answer, not a stream) never fails a write to say
+                # it went away
+                if loop.time() - checked >= DISCONNECT_CHECK:
                     if await request.is_disconnected():
+                        request.state.client_left = True  # for the request's log line
                         return
+                    checked = loop.time()
+                if not self.ready.is_set():
                     continue
                 self.ready.clear()
                 with self.lock:

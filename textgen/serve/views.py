@@ -179,7 +179,8 @@ class ChatView(View):
                 "index": index,
                 "message": {
                     "role": "assistant",
-                    "content": "".join(r.text for r in tokens).strip(),
+                    # as the stream sends it: from the first character that is not space
+                    "content": "".join(r.text for r in tokens).lstrip(),
                 },
                 "logprobs": self.logprobs(tokens),
                 "finish_reason": protocol.finish_reason(sample) if sample else None,
