@@ -301,7 +301,7 @@ def load(folder: Path, device: torch.device | None = None, dtype: str = "float32
     if model_config.tie_embeddings:
         model.unembed.weight = model.embed.weight
     device = device or torch.device("cpu")
-    model.to(device, inference_dtype(dtype, device, model.num_parameters())).eval()
+    model.to(device, inference_dtype(dtype, device)).eval()
     return LoadedModel(folder=folder, model=model, tokenizer=tokenizer, config=config)
 
 
