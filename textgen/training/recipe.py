@@ -169,10 +169,12 @@ def default_weight_decay(epochs: float) -> float:
     times: the usual 0.1, and 1.0 (the data-limited optimum published for many-epoch
     runs) once it has read it about fifteen times.
 
-    Measured (benchmarks/notebook, 5 minutes), 1.0 against 0.1: worse by 1.8 % at 3.8
-    epochs (fortunes-de) and 0.5 % at 10.3 (kjv-verse); better by 0.6 % at 15.5
-    (kjv-prose) and 1.1 % at 28 (builtin, the median of three seeds), 1.3 % there with
-    Muon's weight decay on."""
+    Measured (benchmarks/notebook, session 5, 5 minutes), 1.0 against 0.1 with Muon's
+    weight decay on, as the rule runs: worse by 1.7 % at 3.8 epochs (fortunes-de), level
+    at 10.3 (kjv-verse, 1.382 against 1.384), better by 1.2 % at 15.5 (kjv-prose) and
+    1.3 % at 28 (builtin). Without Muon's decay the picture was the same: worse by 1.8 %
+    and 0.5 % at 3.8 and 10.3, better by 0.6 % and 1.1 % (median of three seeds) at 15.5
+    and 28."""
     return MANY_EPOCHS_WEIGHT_DECAY if epochs >= WEIGHT_DECAY_EPOCHS else WEIGHT_DECAY
 
 
