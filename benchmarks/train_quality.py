@@ -97,6 +97,12 @@ VARIANTS: dict[str, tuple[dict, dict, int | None]] = {
     "mlr-0.03": ({}, {"muon_learning_rate": 0.03}, None),
     "cooldown-0.6": ({}, {"cooldown_fraction": 0.6}, None),
     "cooldown-0.25": ({}, {"cooldown_fraction": 0.25}, None),
+    "average-0.05": ({}, {"average_width": 0.05}, None),
+    "average-0.1": ({}, {"average_width": 0.1}, None),
+    "average-0.15": ({}, {"average_width": 0.15}, None),
+    "val-spread": ({}, {"held_out": "spread"}, None),
+    "dropout-0.15": ({"dropout": 0.15}, {}, None),
+    "bpe-dropout-0.15": ({}, {"bpe_dropout": 0.15}, None),
     "wd-0.1": ({}, {"weight_decay": 0.1}, None),  # the embedding's, whatever the epochs
     "wd-0.3": ({}, {"weight_decay": 0.3}, None),
     "wd-1.0": ({}, {"weight_decay": 1.0}, None),

@@ -213,12 +213,18 @@ class TrainConfig:
     # Muon's own decoupled weight decay for the blocks' matrices: each step shrinks them
     # by muon_learning_rate x this, scheduled as the learning rate is (textgen.training.recipe)
     muon_weight_decay: float = 0.1
+    # the final weights averaged over about the last part of the run (a power-function
+    # EMA of this relative width, textgen.training.averaging); 0: the last step's weights
+    average_width: float = 0.0
     eval_interval: int = 100  # steps between validation passes (and checkpoints, by default)
     save_every_steps: int | None = None  # checkpoint this often instead ...
     save_every_seconds: float | None = None  # ... or this often in wall-clock time
     eval_tokens: int = 32768  # tokens per periodic validation pass; the final one reads all
     keep_best: bool = True  # model.safetensors holds the weights with the best validation loss
     val_fraction: float | None = None  # share held out; None: recipe.held_out_tokens decides
+    # where the held-out tokens come from: "tail", the corpus's end, or "spread", pieces
+    # taken at even intervals through it (textgen.training.recipe.held_out_pieces)
+    held_out: str = "tail"
     seed: int = 1337
     device: str = "auto"
     # a short sample from the model as it trains: every `sample_every` steps (None: at
@@ -259,6 +265,11 @@ class TrainConfig:
             _finite(self.muon_weight_decay) and self.muon_weight_decay >= 0,
             "{name} must be >= 0",
             "muon_weight_decay",
+        )
+        _require(
+            _finite(self.average_width) and 0 <= self.average_width < 0.28,
+            "{name} must be 0 (off) or within (0, 0.28)",
+            "average_width",
         )
         _require(self.warmup_steps >= 0, "warmup steps must be >= 0")
         _require(
@@ -301,6 +312,7 @@ class TrainConfig:
             "{name} must be within (0, 0.5)",
             "val_fraction",
         )
+        _require(self.held_out in ("tail", "spread"), "{name}: tail or spread", "held_out")
         _require(
             self.device in ("auto", "cpu", "cuda", "mps"),
             "{name}: auto, cpu, cuda or mps",

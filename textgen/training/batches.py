@@ -13,7 +13,7 @@ from textgen.errors import SettingError, TextgenError
 from textgen.settings import TrainConfig
 from textgen.text.corpus import Corpus
 from textgen.text.tokens import TokenFile
-from textgen.training.recipe import held_out_tokens
+from textgen.training.recipe import held_out_pieces, held_out_tokens
 from textgen.units import plural
 
 REPETITIVE_BYTES_PER_TOKEN = 32  # ordinary text: 2-6; a corpus past this repeats itself
@@ -61,17 +61,25 @@ class Batches:
 @dataclass
 class Split:
     train: np.ndarray  # the tokens batches are drawn from
-    val: np.ndarray  # the held-out tokens, the last part of the corpus
+    val: np.ndarray  # the held-out tokens: the last part of the corpus, or pieces through it
 
 
 def split(
     token_file: TokenFile, config: TrainConfig, context: int, corpus: Corpus | None = None
 ) -> Split:
-    """The training and validation tokens of the token file: the last part is held out
-    (as much as `textgen.training.recipe.held_out_tokens` says)."""
+    """The training and validation tokens of the token file: as many are held out as
+    `textgen.training.recipe.held_out_tokens` says, at the end of the corpus or (with
+    `held_out="spread"`) in pieces through it, the training tokens joined around them."""
     tokens = token_file.array()
     n_val = held_out_tokens(len(tokens), config.val_fraction)
-    train_tokens, val_tokens = tokens[:-n_val], tokens[-n_val:]
+    if config.held_out == "spread":
+        pieces = held_out_pieces(len(tokens), n_val, context)
+        bounds = [0, *(i for piece in pieces for i in piece), len(tokens)]
+        between = zip(bounds[::2], bounds[1::2], strict=True)
+        train_tokens = np.concatenate([tokens[a:b] for a, b in between])
+        val_tokens = np.concatenate([tokens[a:b] for a, b in pieces])
+    else:
+        train_tokens, val_tokens = tokens[:-n_val], tokens[-n_val:]
     if len(train_tokens) < context + 1:
         raise TextgenError(
             f"the corpus is too small: {max(len(train_tokens), 0)} training tokens, but one "

@@ -222,3 +222,20 @@ def held_out_tokens(total_tokens: int, fraction: float | None = None) -> int:
     else:
         wanted = max(int(total_tokens * VAL_SHARE), min(MIN_VAL_TOKENS, total_tokens // 10))
     return min(MAX_VAL_TOKENS, max(2, wanted))
+
+
+HELD_OUT_PIECES = 16  # a spread held-out set: this many pieces, evenly through the corpus
+
+
+def held_out_pieces(total_tokens: int, held_out: int, context: int) -> list[tuple[int, int]]:
+    """Where a spread held-out set lies: (start, end) token ranges, one at the end of each
+    of up to 16 equal stretches of the corpus (the last piece ends the corpus), each at
+    least a context window long, together `held_out` tokens."""
+    count = max(1, min(HELD_OUT_PIECES, held_out // (context + 1)))
+    size, extra = divmod(held_out, count)
+    pieces = []
+    for i in range(count):
+        length = size + (i < extra)
+        end = (i + 1) * total_tokens // count
+        pieces.append((end - length, end))
+    return pieces

@@ -33,6 +33,7 @@ from textgen.records import (
 )
 from textgen.settings import TrainConfig
 from textgen.training import distributed
+from textgen.training.averaging import WeightAverage
 from textgen.training.batches import Batches, Split, micro_batches
 from textgen.training.checkpoint import Checkpointer
 from textgen.training.evaluate import evaluate, token_byte_lengths
@@ -69,6 +70,8 @@ class Trainer:
         self.device = next(model.parameters()).device
         self.micro_batch, self.accumulation = micro_batches(config, self.world.size)
         self.optimizer = make_optimizer(model, config, self.device)
+        width = config.average_width
+        self.average = WeightAverage(model, width) if width > 0 else None
         self.forward = self._training_module()
         self.flops_per_token = model.training_flops_per_token()
         peak = peak_flops(self.device)
@@ -106,6 +109,7 @@ class Trainer:
             "smoothed_loss": p.smoothed_loss,
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
+            **({"average": self.average.state_dict()} if self.average else {}),
             "data_rng": self.batches.generator.get_state(),
             "torch_rng": torch.get_rng_state(),  # dropout masks
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
@@ -114,6 +118,8 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a saved state (the weights are loaded by whoever built the model)."""
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.average is not None and "average" in state:  # else it starts here
+            self.average.load_state_dict(state["average"])
         self.batches.generator.set_state(state["data_rng"])
         if "torch_rng" in state:  # checkpoints from before it was saved lack it
             torch.set_rng_state(state["torch_rng"])
@@ -150,6 +156,8 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.average is not None:
+            self.average.update()
         self.progress.step += 1
         self.progress.tokens_seen += self.config.batch_size * self.model.config.context_window
         value, elapsed, stop = distributed.agree_after_step(
@@ -255,7 +263,10 @@ class Trainer:
             self.checkpoint(checkpoints)
 
     def _finish(self, checkpoints: Checkpointer) -> EvalResult | None:
-        """The final evaluation and checkpoint, in process 0 while the others wait."""
+        """The final evaluation and checkpoint, in process 0 while the others wait: of the
+        averaged weights, if the run averages them."""
+        if self.average is not None:
+            self.average.copy_into(self.model)
         result = self.validate(checkpoints, final=True)
         self.sample(checkpoints)  # what the model writes at the end of the run
         checkpoints.save_state(self.state_dict())
