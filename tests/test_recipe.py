@@ -311,3 +311,65 @@ def test_regularisation_grows_with_the_epochs_a_run_reads_and_is_off_for_one_pas
     for rule in (recipe.default_dropout, recipe.default_bpe_dropout, recipe.default_weight_decay):
         chosen = [rule(e) for e in epochs]
         assert chosen == sorted(chosen), rule.__name__
+
+
+def test_the_weight_average_weighs_each_step_by_its_power_profile():
+    """After T updates the average is sum_t p_t (t^(g+1) - (t-1)^(g+1)) / T^(g+1): the
+    last steps weigh most, and the first (the random start) all but vanishes."""
+    from textgen.training.averaging import WeightAverage, gamma_for_width
+
+    layer = torch.nn.Linear(1, 1, bias=False)
+    average = WeightAverage(layer, 0.1)
+    g = average.gamma
+    assert 6 < g < 8 and gamma_for_width(0.05) > g  # narrower: a steeper profile
+    with torch.no_grad():
+        for t in range(1, 201):
+            layer.weight.fill_(float(t))
+            average.update()
+    expected = sum(t * (t ** (g + 1) - (t - 1) ** (g + 1)) for t in range(1, 201)) / 200 ** (g + 1)
+    assert average.average[0].item() == pytest.approx(expected, rel=1e-5)
+    assert 170 < expected < 200
+    average.copy_into(layer)
+    assert layer.weight.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_run_with_weight_averaging_ends_with_the_averaged_weights(tmp_path, corpus_file):
+    from textgen.text.corpus import open_corpus
+    from textgen.training.run import resume, train
+
+    shape = ModelShape(n_layer=1, n_embd=32, n_head=1, context_window=16)
+    settings = dict(time_budget=None, eval_interval=10, batch_size=4, bpe_dropout=0.0, seed=0)
+    with open_corpus([str(corpus_file)]) as corpus:
+        plain = train(tmp_path / "a", corpus, TrainConfig(steps=40, **settings), shape, 300)
+        averaged = train(
+            tmp_path / "b", corpus, TrainConfig(steps=40, average_width=0.1, **settings), shape, 300
+        )
+    a = model_folder.load_train_state(tmp_path / "a")["model"]
+    b = model_folder.load_train_state(tmp_path / "b")["model"]
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # the same run, but averaged
+    assert plain.steps == averaged.steps == 40
+    state = model_folder.load_train_state(tmp_path / "b")
+    assert state["average"]["steps"] == 40  # kept for a resume
+    more = resume(tmp_path / "b", more_steps=5)
+    assert more.steps == 45
+
+
+def test_a_spread_held_out_set_takes_pieces_through_the_corpus_and_trains_on_the_rest():
+    from textgen.training.batches import split
+
+    tokens = np.arange(10_000, dtype=np.uint16)
+
+    class File:
+        def array(self):
+            return tokens
+
+    pieces = recipe.held_out_pieces(len(tokens), 2048, 128)
+    assert len(pieces) == 15 and pieces[-1][1] == len(tokens)
+    assert sum(b - a for a, b in pieces) == 2048 and all(b - a > 128 for a, b in pieces)
+    config = TrainConfig(val_fraction=0.2048, held_out="spread")
+    data = split(File(), config, 128)
+    assert len(data.train) + len(data.val) == len(tokens)
+    assert not set(data.train.tolist()) & set(data.val.tolist())
+    assert data.val.min() < 1000 and data.val.max() == 9999  # from the start to the end
+    tail = split(File(), TrainConfig(val_fraction=0.2048), 128)
+    assert tail.val.tolist() == list(range(10_000 - 2048, 10_000))
