@@ -229,8 +229,9 @@ HELD_OUT_PIECES = 16  # a spread held-out set: this many pieces, evenly through 
 
 def held_out_pieces(total_tokens: int, held_out: int, context: int) -> list[tuple[int, int]]:
     """Where a spread held-out set lies: (start, end) token ranges, one at the end of each
-    of up to 16 equal stretches of the corpus (the last piece ends the corpus), each at
-    least a context window long, together `held_out` tokens."""
+    of up to 16 equal stretches of the corpus (the last piece ends the corpus), together
+    `held_out` tokens: fewer pieces where that keeps each longer than a context window
+    (one piece, the tail, when `held_out` is shorter than that)."""
     count = max(1, min(HELD_OUT_PIECES, held_out // (context + 1)))
     size, extra = divmod(held_out, count)
     pieces = []
