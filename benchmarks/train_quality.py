@@ -110,6 +110,11 @@ VARIANTS: dict[str, tuple[dict, dict, int | None]] = {
     **{f"mwd-{d}": ({}, {"muon_weight_decay": d}, None) for d in (0, 0.03, 0.1, 0.3, 1.0, 3.0)},
     "vocab-256": ({}, {}, 256),
     "vocab-2048": ({}, {}, 2048),
+    "vocab-768": ({}, {}, 768),
+    "vocab-1536": ({}, {}, 1536),
+    "warmup-0": ({}, {"warmup_steps": 0}, None),
+    "warmup-200": ({}, {"warmup_steps": 200}, None),
+    "sample-epochs": ({}, {"sampling": "epochs"}, None),
 }
 VARIANTS.update(
     {f"depth-{d}": (depth_shape(d).given(), {}, None) for d in range(2, 13)}

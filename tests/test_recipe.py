@@ -373,3 +373,23 @@ def test_a_spread_held_out_set_takes_pieces_through_the_corpus_and_trains_on_the
     assert data.val.min() < 1000 and data.val.max() == 9999  # from the start to the end
     tail = split(File(), TrainConfig(val_fraction=0.2048), 128)
     assert tail.val.tolist() == list(range(10_000 - 2048, 10_000))
+
+
+def test_windows_read_in_epochs_cover_the_text_once_an_epoch_and_resume_where_they_were():
+    from textgen.training.batches import Batches
+
+    tokens, context = np.arange(1000), 10
+    batches = Batches(tokens, context, batch_size=7, seed=3, order="epochs")
+    first = batches.epoch_starts().tolist()
+    targets = [t for s in first for t in range(s + 1, s + context + 1)]
+    assert len(targets) == len(set(targets))  # no token twice in an epoch ...
+    assert min(targets) <= context and max(targets) >= len(tokens) - context  # ... and all
+    drawn = torch.cat([batches.draw() for _ in range(len(first) // 7 + 1)]).tolist()
+    assert drawn[: len(first)] == first  # read in that order, then the next epoch's
+    assert batches.epoch == 1 and batches.epoch_starts().tolist() != first
+    saved = batches.state_dict()
+    again = Batches(tokens, context, batch_size=7, seed=3, order="epochs")
+    again.load_state_dict(saved)
+    assert [again.draw().tolist() for _ in range(40)] == [
+        batches.draw().tolist() for _ in range(40)
+    ]

@@ -225,6 +225,9 @@ class TrainConfig:
     # where the held-out tokens come from: "tail", the corpus's end, or "spread", pieces
     # taken at even intervals through it (textgen.training.recipe.held_out_pieces)
     held_out: str = "tail"
+    # how windows are drawn: "random", anywhere, with replacement; "epochs", tiling the
+    # text, shuffled, every token once an epoch (textgen.training.batches.Batches)
+    sampling: str = "random"
     seed: int = 1337
     device: str = "auto"
     # a short sample from the model as it trains: every `sample_every` steps (None: at
@@ -313,6 +316,7 @@ class TrainConfig:
             "val_fraction",
         )
         _require(self.held_out in ("tail", "spread"), "{name}: tail or spread", "held_out")
+        _require(self.sampling in ("random", "epochs"), "{name}: random or epochs", "sampling")
         _require(
             self.device in ("auto", "cpu", "cuda", "mps"),
             "{name}: auto, cpu, cuda or mps",

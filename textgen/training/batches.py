@@ -5,6 +5,7 @@ each step trains on (split over processes and micro-batches).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,20 +32,58 @@ def _why_so_few(corpus_bytes: int, tokens: int) -> str:
 
 
 class Batches:
-    """Random windows of the training tokens, drawn with a seeded generator (so a resumed
-    run draws the same batches it would have drawn).
+    """The windows each step trains on, drawn with seeded randomness (so a resumed run
+    draws the same batches it would have drawn): `order="random"`, starts drawn anywhere
+    with replacement; `order="epochs"`, the text cut into windows that tile it (from a
+    random offset each epoch) and read in a shuffled order, every token once an epoch.
 
     Every process draws the same starts for the whole batch and reads its own share of
     them, so a batch is the same whatever the number of processes and micro-batches."""
 
-    def __init__(self, tokens: np.ndarray, context: int, batch_size: int, seed: int) -> None:
+    def __init__(
+        self, tokens: np.ndarray, context: int, batch_size: int, seed: int, order: str = "random"
+    ) -> None:
         self.tokens, self.context, self.batch_size = tokens, context, batch_size
+        self.seed, self.order = seed, order
         self.generator = torch.Generator().manual_seed(seed)
+        self.epoch, self.position = 0, 0  # where an "epochs" order is
+        self._epoch_starts: torch.Tensor | None = None
 
     def draw(self) -> torch.Tensor:
         """The start positions of the next batch's windows, (batch_size,)."""
         high = len(self.tokens) - self.context - 1
-        return torch.randint(0, high + 1, (self.batch_size,), generator=self.generator)
+        if self.order == "random":
+            return torch.randint(0, high + 1, (self.batch_size,), generator=self.generator)
+        parts, wanted = [], self.batch_size
+        while wanted:
+            starts = self.epoch_starts()
+            part = starts[self.position : self.position + wanted]
+            parts.append(part)
+            wanted -= len(part)
+            self.position += len(part)
+            if self.position == len(starts):
+                self.epoch, self.position, self._epoch_starts = self.epoch + 1, 0, None
+        return torch.cat(parts)
+
+    def epoch_starts(self) -> torch.Tensor:
+        """This epoch's window starts in the order read: windows of context + 1 tokens
+        every `context` tokens from an offset below `context`, so their targets tile the
+        text once; the offset and the order from the seed and the epoch alone."""
+        if self._epoch_starts is None:
+            rng = np.random.default_rng([self.seed, self.epoch])
+            high = len(self.tokens) - self.context - 1
+            offset = int(rng.integers(0, min(self.context, high + 1)))
+            starts = np.arange(offset, high + 1, self.context)
+            self._epoch_starts = torch.from_numpy(rng.permutation(starts))
+        return self._epoch_starts
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"data_rng": self.generator.get_state(), "data_epoch": [self.epoch, self.position]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["data_rng"])
+        self.epoch, self.position = state.get("data_epoch", (0, 0))  # older states: random
+        self._epoch_starts = None
 
     def load(self, starts: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and targets (len(starts), context) for windows at `starts`."""

@@ -63,7 +63,7 @@ class Trainer:
         self.model, self.config, self.split = model, config, split
         self.sampler, self.last_bpb = sampler, None
         context = model.config.context_window
-        self.batches = Batches(stream, context, config.batch_size, config.seed)
+        self.batches = Batches(stream, context, config.batch_size, config.seed, config.sampling)
         self.byte_lengths = token_byte_lengths(token_bytes)
         self.callback = callback
         self.world = distributed.world()
@@ -110,7 +110,7 @@ class Trainer:
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             **({"average": self.average.state_dict()} if self.average else {}),
-            "data_rng": self.batches.generator.get_state(),
+            **self.batches.state_dict(),
             "torch_rng": torch.get_rng_state(),  # dropout masks
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
         }
@@ -120,7 +120,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.average is not None and "average" in state:  # else it starts here
             self.average.load_state_dict(state["average"])
-        self.batches.generator.set_state(state["data_rng"])
+        self.batches.load_state_dict(state)
         if "torch_rng" in state:  # checkpoints from before it was saved lack it
             torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") and torch.cuda.is_available():
