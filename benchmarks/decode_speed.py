@@ -25,12 +25,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
+from copy import deepcopy
 from functools import partial
 from pathlib import Path
 
 import torch
 
 from textgen.decode.loop import generate
+from textgen.model import native
+from textgen.model.cpu_step import CpuStep, lay_out_for_steps
 from textgen.model.loaded import LoadedModel
 from textgen.model.transformer import Transformer
 from textgen.settings import ModelConfig, SampleConfig
@@ -66,12 +70,40 @@ def full_recompute(model: Transformer, prompt: list[int], n: int) -> None:
         ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
 
 
-def kv_cache(model: Transformer, prompt: list[int], n: int, fast_step: bool = True) -> None:
-    """textgen's decoding loop: on the CPU in float32 its steps run in NumPy (`CpuStep`),
-    with `fast_step` False through the model's PyTorch forward pass."""
+def kv_cache(
+    model: Transformer, prompt: list[int], n: int, fast_step: bool = True, native: bool = True
+) -> None:
+    """textgen's decoding loop: on the CPU in float32 its steps run in C (`CpuStep` with
+    `native.library()`), with `native` False in NumPy, with `fast_step` False through the
+    model's PyTorch forward pass."""
     settings = SampleConfig(temperature=0, max_new_tokens=n)
-    for _ in generate(model, prompt, settings, fast_step=fast_step):
-        pass
+    with native_off(not native):
+        for _ in generate(model, prompt, settings, fast_step=fast_step):
+            pass
+
+
+@contextmanager
+def native_off(off: bool):
+    """The C step unavailable for a while (TEXTGEN_NATIVE=0): steps in NumPy."""
+    if not off:
+        yield
+        return
+    os.environ["TEXTGEN_NATIVE"] = "0"
+    native.library.cache_clear()
+    try:
+        yield
+    finally:
+        del os.environ["TEXTGEN_NATIVE"]
+        native.library.cache_clear()
+
+
+def as_loaded(model: Transformer) -> Transformer:
+    """A copy of `model` as `textgen generate` loads it (`store.folder.load`): a float32
+    model's matrices laid out for the NumPy step."""
+    copy = deepcopy(model)
+    if CpuStep.for_model(copy):
+        lay_out_for_steps(copy)
+    return copy
 
 
 def hugging_face(shape: dict, n: int, dtype: torch.dtype):
@@ -107,7 +139,7 @@ def decode_table(tokens: int, repeats: int) -> None:
     )
     print(
         f"{'model':<17}{'params':>7}{'dtype':>10}{'full recompute':>16}{'KV torch':>10}"
-        f"{'KV cache':>10}{'HF generate':>13}{'KV/full':>9}{'KV/HF':>7}"
+        f"{'KV NumPy':>10}{'KV cache':>10}{'HF generate':>13}{'KV/full':>9}{'KV/HF':>7}"
     )
     for name, shape in SIZES.items():
         for dtype in (torch.float32, torch.bfloat16, torch.float16):
@@ -118,13 +150,15 @@ def decode_table(tokens: int, repeats: int) -> None:
             full = best_rate(partial(full_recompute, model, prompt, tokens), tokens, repeats)
             torch_steps = partial(kv_cache, model, prompt, tokens, fast_step=False)
             in_torch = best_rate(torch_steps, tokens, repeats)
-            cached = best_rate(partial(kv_cache, model, prompt, tokens), tokens, repeats)
+            cached = best_rate(partial(kv_cache, as_loaded(model), prompt, tokens), tokens, repeats)
+            in_numpy = partial(kv_cache, as_loaded(model), prompt, tokens, native=False)
+            numpy_rate = best_rate(in_numpy, tokens, repeats)
             hf_run = hugging_face(shape, tokens, dtype)
             hf = best_rate(hf_run, tokens, repeats) if hf_run else float("nan")
             params = model.num_parameters() / 1e6
             print(
                 f"{name:<17}{params:>6.1f}M{str(dtype)[6:]:>10}{full:>16.0f}{in_torch:>10.0f}"
-                f"{cached:>10.0f}"
+                f"{numpy_rate:>10.0f}{cached:>10.0f}"
                 f"{hf:>13.0f}{cached / full:>8.1f}x{cached / hf:>6.1f}x"
             )
 
@@ -142,8 +176,12 @@ def exported_runners(
     from textgen.export import export
 
     lm = LoadedModel(folder, model, tokenizer, {})
+    laid_out = as_loaded(model)
     runners = {
-        "textgen": partial(kv_cache, model, prompt, n),
+        "textgen": partial(kv_cache, laid_out, prompt, n),
+        "textgen, NumPy step": partial(kv_cache, laid_out, prompt, n, native=False),
+        # the NumPy step on the weights as trained (not laid out for steps)
+        "textgen, NumPy, W": partial(kv_cache, model, prompt, n, native=False),
         "textgen, torch step": partial(kv_cache, model, prompt, n, fast_step=False),
     }
     try:

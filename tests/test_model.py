@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from textgen.model.cache import KVCache, RowCache
-from textgen.model.cpu_step import CpuStep
+from textgen.model.cpu_step import CpuStep, lay_out_for_steps
 from textgen.model.kernels import dropout, squared_relu
 from textgen.model.transformer import Transformer
 from textgen.settings import ModelConfig
@@ -128,13 +128,24 @@ def test_dropout_is_the_identity_in_evaluation_and_repeats_under_a_seed():
     assert 0 < (dropout(odd, 0.5, training=True) == 0).sum() < odd.numel()
 
 
-@pytest.mark.parametrize("numpy_step", [False, True])
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_rows_at_their_own_positions_decode_as_each_sequence_alone(variant, numpy_step):
-    """A row cache holds sequences of different lengths, one new token each per step:
-    each row gets the logits its sequence gets decoded on its own (in PyTorch or in the
-    NumPy step the server uses on the CPU)."""
+STEPS = ["torch", "numpy", "compiled"]  # how a row cache's step is taken
+
+
+def stepped_model(step: str, **variant) -> torch.nn.Module:
+    """A small model for a test of `step`: laid out for it where it is compiled."""
     model = small_model(**variant)
+    if step == "compiled":
+        lay_out_for_steps(model)
+    return model
+
+
+@pytest.mark.parametrize("step", STEPS)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_rows_at_their_own_positions_decode_as_each_sequence_alone(variant, step):
+    """A row cache holds sequences of different lengths, one new token each per step:
+    each row gets the logits its sequence gets decoded on its own (in PyTorch, or in the
+    NumPy or C step the server uses on the CPU)."""
+    model = stepped_model(step, **variant)
     torch.manual_seed(1)
     sequences = [torch.randint(0, 300, (n,)) for n in (3, 9, 5, 12)]
     rows = RowCache(model.config, 4, torch.device("cpu"), torch.float32)
@@ -144,8 +155,8 @@ def test_rows_at_their_own_positions_decode_as_each_sequence_alone(variant, nump
             model(seq[None, :-1], cache=single)
             rows.store_row(row, single)
         last = torch.stack([seq[-1] for seq in sequences])  # (4,)
-        if numpy_step:
-            batched = CpuStep(model, rows)(last)
+        if step != "torch":
+            batched = CpuStep(model, rows, compiled=step == "compiled")(last)
         else:
             batched = model(last[:, None], cache=rows)[0][:, -1]
         for row, seq in enumerate(sequences):
@@ -154,9 +165,9 @@ def test_rows_at_their_own_positions_decode_as_each_sequence_alone(variant, nump
     assert rows.lengths.tolist() == [len(seq) for seq in sequences]
 
 
-@pytest.mark.parametrize("numpy_step", [False, True])
-def test_what_a_row_gets_never_depends_on_the_other_rows(numpy_step):
-    model = small_model()
+@pytest.mark.parametrize("kind", STEPS)
+def test_what_a_row_gets_never_depends_on_the_other_rows(kind):
+    model = stepped_model(kind)
     torch.manual_seed(2)
 
     def step(others: int) -> torch.Tensor:
@@ -168,8 +179,8 @@ def test_what_a_row_gets_never_depends_on_the_other_rows(numpy_step):
                 model(seq[None], cache=single)
                 rows.store_row(row, single)
             tokens = torch.tensor([5, *([others] * 3)])
-            if numpy_step:
-                return CpuStep(model, rows)(tokens)[0]
+            if kind != "torch":
+                return CpuStep(model, rows, compiled=kind == "compiled")(tokens)[0]
             return model(tokens[:, None], cache=rows)[0][0, -1]
 
     assert torch.equal(step(2), step(9))  # bitwise: the batch's company changes nothing
@@ -183,18 +194,23 @@ STEPPED = [  # every architecture choice the NumPy step spells out again
 ]
 
 
+@pytest.mark.parametrize("kind", ["as-trained", "laid-out", "compiled"])
 @pytest.mark.parametrize("variant", STEPPED)
-def test_a_numpy_decoding_step_gives_the_models_logits(variant):
-    """Decoding one token at a time in NumPy after a prompt read by the model gives the
-    logits of a full forward pass, and leaves the cache as the model's own steps would:
-    the two interleave."""
+def test_a_numpy_decoding_step_gives_the_models_logits(variant, kind):
+    """Decoding one token at a time in NumPy (or in C) after a prompt read by the model
+    gives the logits of a full forward pass, and leaves the cache as the model's own steps
+    would: the two interleave; with the weights as trained, or laid out for the step as a
+    loaded model's are."""
     model = small_model(**variant)
     ids = torch.randint(0, 300, (2, 16))
     with torch.inference_mode():
         full, _ = model(ids)
+        if kind != "as-trained":
+            lay_out_for_steps(model)
+            assert model.blocks[0].mlp.up.weight.T.is_contiguous()
         cache = KVCache(model.config, 2, torch.device("cpu"), torch.float32)
         assert CpuStep.for_model(model)
-        step = CpuStep(model, cache)
+        step = CpuStep(model, cache, compiled=kind == "compiled")
         parts = [model(ids[:, :5], cache=cache)[0][:, -1]]
         for t in range(5, 16):
             if t == 11:  # a step of the model's own, between NumPy's
@@ -211,3 +227,27 @@ def test_models_the_numpy_step_does_not_cover_keep_pytorchs():
     model = small_model()
     assert not CpuStep.for_model(model.train())  # dropout: PyTorch's
     assert not CpuStep.for_model(model.eval().to(torch.bfloat16))  # NumPy has no bf16
+
+
+def test_without_a_working_c_compiler_decoding_steps_run_in_numpy(tmp_path, monkeypatch):
+    """The C step is built on first use; where that fails (here a compiler that always
+    fails, and an empty cache) nothing breaks: the steps run in NumPy, to the same logits."""
+    from textgen.model import native
+
+    model = stepped_model("compiled")
+    ids = torch.randint(0, 300, (1, 12))
+    with torch.inference_mode():
+        full, _ = model(ids)
+        monkeypatch.setenv("TEXTGEN_CACHE", str(tmp_path))
+        monkeypatch.setenv("CC", "false")
+        monkeypatch.setattr("shutil.which", lambda name: "/bin/false" if name == "false" else None)
+        native.library.cache_clear()
+        try:
+            cache = KVCache(model.config, 1, torch.device("cpu"), torch.float32)
+            step = CpuStep(model, cache)
+            assert step.native is None and not list(tmp_path.iterdir())
+            model(ids[:, :4], cache=cache)
+            logits = torch.stack([step(ids[:, t]) for t in range(4, 12)], 1)
+        finally:
+            native.library.cache_clear()
+    torch.testing.assert_close(logits, full[:, 4:], atol=1e-5, rtol=1e-4)

@@ -276,6 +276,7 @@ def load(folder: Path, device: torch.device | None = None, dtype: str = "float32
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    from textgen.model.cpu_step import CpuStep, lay_out_for_steps
     from textgen.model.device import inference_dtype
     from textgen.model.loaded import LoadedModel
     from textgen.model.transformer import Transformer
@@ -302,6 +303,8 @@ def load(folder: Path, device: torch.device | None = None, dtype: str = "float32
         model.unembed.weight = model.embed.weight
     device = device or torch.device("cpu")
     model.to(device, inference_dtype(dtype, device)).eval()
+    if CpuStep.for_model(model):
+        lay_out_for_steps(model)
     return LoadedModel(folder=folder, model=model, tokenizer=tokenizer, config=config)
 
 
