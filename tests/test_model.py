@@ -251,3 +251,29 @@ def test_without_a_working_c_compiler_decoding_steps_run_in_numpy(tmp_path, monk
         finally:
             native.library.cache_clear()
     torch.testing.assert_close(logits, full[:, 4:], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("variant", STEPPED)
+def test_a_prompt_read_at_once_in_c_is_bitwise_a_token_at_a_time(variant):
+    """The C step reads a prompt in one call (generate's, and each request's in the server)
+    to the same keys, values and logits, bit for bit, as feeding it a token at a time; and
+    those are the forward pass's logits."""
+    model = stepped_model("compiled", **variant)
+    ids = torch.randint(0, 300, (2, 11))
+    with torch.inference_mode():
+        full, _ = model(ids)
+        at_once = KVCache(model.config, 2, torch.device("cpu"), torch.float32)
+        step = CpuStep(model, at_once, compiled=True)
+        read = torch.stack([step.read(ids[:, :6]), step.read(ids[:, 6:])], 1)
+        one_by_one = KVCache(model.config, 2, torch.device("cpu"), torch.float32)
+        single = CpuStep(model, one_by_one, compiled=True)
+        steps = torch.stack([single(ids[:, t]) for t in range(11)], 1)
+        rows = RowCache(model.config, 3, torch.device("cpu"), torch.float32)
+        in_row = CpuStep(model, rows, compiled=True).read(ids[1], row=2)
+    assert at_once.length == one_by_one.length == 11 and rows.lengths.tolist() == [0, 0, 11]
+    assert torch.equal(read, steps[:, [5, 10]])
+    assert torch.equal(at_once.keys, one_by_one.keys) and torch.equal(
+        at_once.values, one_by_one.values
+    )
+    assert torch.equal(in_row, steps[1, 10]) and torch.equal(rows.keys[:, 2], one_by_one.keys[:, 1])
+    torch.testing.assert_close(steps, full, atol=1e-5, rtol=1e-4)

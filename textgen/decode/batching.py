@@ -173,7 +173,10 @@ class BatchEngine:
             self._end(row, "length")
 
     def _read(self, row: int, ids: list[int]) -> torch.Tensor:
-        """`ids` into `row` (one forward pass, as `textgen generate` reads a prompt)."""
+        """`ids` into `row`, as `textgen generate` reads a prompt (in C, or one forward
+        pass)."""
+        if self.fast_step is not None and self.fast_step.reads_prompts:
+            return self.fast_step.read(torch.tensor(ids, device=self.device), row)
         single = KVCache(self.model.config, 1, self.device, self.cache.keys.dtype)
         logits = self.model(torch.tensor([ids], device=self.device), cache=single, last_only=True)
         self.cache.store_row(row, single)

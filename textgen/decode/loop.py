@@ -83,7 +83,14 @@ def prefill(model: Transformer, window: Window, prompt_ids: list[int]) -> torch.
     """The prompt (at most a window of it) into the cache: the next-token logits (B, V)."""
     prompt_ids, _ = truncate_to_window(prompt_ids, window.size)
     window.history[:, : len(prompt_ids)] = torch.tensor(prompt_ids, device=window.history.device)
-    ids = window.history[:, : len(prompt_ids)]
+    return read(model, window, window.history[:, : len(prompt_ids)])
+
+
+def read(model: Transformer, window: Window, ids: torch.Tensor) -> torch.Tensor:
+    """Tokens (B, T) into the cache after what it holds: the logits after them (B, V). In
+    one call of the C step where it runs, else one forward pass of the model."""
+    if window.step is not None and window.step.reads_prompts:
+        return window.step.read(ids)
     return model(ids, cache=window.cache, last_only=True)[0][:, -1]
 
 
@@ -138,7 +145,7 @@ def advance(model: Transformer, window: Window, next_ids: torch.Tensor) -> torch
     history[:, : keep - 1] = history[:, window.size - keep + 1 :].clone()
     history[:, keep - 1] = next_ids
     cache.length = 0
-    return model(history[:, :keep], cache=cache, last_only=True)[0][:, -1]
+    return read(model, window, history[:, :keep])
 
 
 @torch.inference_mode()

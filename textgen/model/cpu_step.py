@@ -243,23 +243,59 @@ class CpuStep:
 
     def _native_step(self, ids: torch.Tensor) -> torch.Tensor:
         """The step in C: the same arithmetic, one call (a few microseconds of Python)."""
-        cache = self.cache
+        cache, B = self.cache, len(ids)
         if isinstance(cache, RowCache):
-            positions = cache.lengths.to(torch.int64).contiguous()
-            last = int(positions.max())
+            positions = cache.lengths.to(torch.int64)
         else:
-            positions = torch.full((len(ids),), cache.length, dtype=torch.int64)
-            last = cache.length
-        if last >= cache.capacity:
-            raise ValueError(f"the cache is full ({cache.capacity} positions)")
-        ids = ids.to(torch.int64).contiguous()
-        logits = torch.empty(len(ids), self.config.vocab_size)
-        struct, _ = self._model
-        if self.native.textgen_step(
-            struct, len(ids), ids.data_ptr(), positions.data_ptr(), logits.data_ptr()
-        ):
-            raise MemoryError("no memory left for a decoding step")
+            positions = torch.full((B,), cache.length, dtype=torch.int64)
+        logits = self._run(torch.arange(B), positions, ids, B)
         cache.advance(1)
+        return logits
+
+    @property
+    def reads_prompts(self) -> bool:
+        """Whether `read` can take a prompt (the step in C; NumPy's takes one token)."""
+        return self.native is not None
+
+    def read(self, ids: torch.Tensor, row: int | None = None) -> torch.Tensor:
+        """Several tokens into the cache at once, each seeing the ones before it: a prompt
+        (B, T) after what a `KVCache` holds, or (T,) into `row` of a `RowCache` from its
+        start; the logits after the last token of each row, (B, V) or (V,). Bitwise what
+        reading them a token at a time gives."""
+        cache = self.cache
+        if row is None:
+            B, T = ids.shape
+            rows = torch.arange(B).repeat_interleave(T)
+            positions = torch.arange(cache.length, cache.length + T).repeat(B)
+            logits = self._run(rows, positions, ids.reshape(-1), B)
+            cache.advance(T)
+            return logits
+        T = len(ids)
+        rows = torch.full((T,), row, dtype=torch.int64)
+        logits = self._run(rows, torch.arange(T), ids, 1)[0]
+        cache.lengths[row] = T
+        return logits
+
+    def _run(
+        self, rows: torch.Tensor, positions: torch.Tensor, ids: torch.Tensor, runs: int
+    ) -> torch.Tensor:
+        """step.c's textgen_step on these items (row, position, token): the logits after
+        the last item of each of the `runs` runs of one row, (runs, V)."""
+        if int(positions.max()) >= self.cache.capacity:
+            raise ValueError(f"the cache is full ({self.cache.capacity} positions)")
+        rows, positions, ids = (t.to(torch.int64).contiguous() for t in (rows, positions, ids))
+        logits = torch.empty(runs, self.config.vocab_size)
+        struct, _ = self._model
+        failed = self.native.textgen_step(
+            struct,
+            len(ids),
+            rows.data_ptr(),
+            positions.data_ptr(),
+            ids.data_ptr(),
+            logits.data_ptr(),
+        )
+        if failed:
+            raise MemoryError("no memory left for a decoding step")
         return logits
 
     def _unit_rms(self, x: np.ndarray) -> np.ndarray:

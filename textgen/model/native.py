@@ -26,7 +26,9 @@ from pathlib import Path
 from textgen.text.tokens import cache_folder
 
 SOURCE = Path(__file__).with_name("step.c")
-FLAGS = ["-O3", "-std=c11", "-fopenmp-simd", "-shared", "-fPIC"]
+# -ffp-contract=fast: a * b + c as one fused multiply-add wherever the CPU has one, in
+# vector and scalar code alike (ISO C mode would turn it off)
+FLAGS = ["-O3", "-std=c11", "-ffp-contract=fast", "-fopenmp-simd", "-shared", "-fPIC"]
 TUNED = ["-march=native"]  # dropped where the compiler does not take it
 
 
@@ -110,6 +112,6 @@ def library() -> ctypes.CDLL | None:
         loaded = ctypes.CDLL(str(target))
     except OSError:
         return None
-    loaded.textgen_step.argtypes = [ctypes.POINTER(Model), ctypes.c_int64] + [ctypes.c_void_p] * 3
+    loaded.textgen_step.argtypes = [ctypes.POINTER(Model), ctypes.c_int64] + [ctypes.c_void_p] * 4
     loaded.textgen_step.restype = ctypes.c_int
     return loaded

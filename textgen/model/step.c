@@ -2,10 +2,11 @@
  * step in one call (textgen/model/native.py builds this file with the machine's C
  * compiler on first use and calls it through ctypes).
  *
- * B rows, one new token each; row b's token goes to position at[b] of its cache and
- * attends to positions 0 .. at[b] of its own row only, so every row is computed alone, in
- * the same order, whatever the other rows hold: a row of a server's batch gets bitwise
- * what a sequence decoded on its own gets.
+ * New tokens in, each at its place in a row of the cache, attending to that row's
+ * positions up to its own only: every token is computed alone, in the same order,
+ * whatever the other rows hold and however many tokens come in one call, so a row of a
+ * server's batch gets bitwise what a sequence decoded on its own gets, and a prompt read
+ * at once what it gets a token at a time.
  *
  * Matrices are laid out for steps (x @ W with W's rows contiguous, (in, out)); the cache
  * is (layers, rows, heads, window, head size), shared with the PyTorch model's.
@@ -29,16 +30,40 @@ typedef struct {
     float *keys, *values;            /* (L, B, H, W, D) */
 } Model;
 
-/* out (B, N) = x (B, K) @ w (K, N): each row of w streamed once for all rows of x */
+/* out (B, N) = x (B, K) @ w (K, N). Each output is the same sum, x[b][0] w[0][j] first,
+ * whatever B: one row streams w's rows once (the step is bound by reading the weights);
+ * several rows take w in blocks of columns that stay in the cache while every row's sums
+ * are built in registers. */
+#define BLOCK 64
 static void times(const float *x, const float *w, float *out, int64_t B, int64_t K, int64_t N) {
-    memset(out, 0, sizeof(float) * B * N);
-    for (int64_t i = 0; i < K; i++) {
-        const float *row = w + i * N;
-        for (int64_t b = 0; b < B; b++) {
-            const float xi = x[b * K + i];
-            float *o = out + b * N;
+    if (B == 1) {
+        memset(out, 0, sizeof(float) * N);
+        for (int64_t i = 0; i < K; i++) {
+            const float xi = x[i], *row = w + i * N;
 #pragma omp simd
-            for (int64_t j = 0; j < N; j++) o[j] += xi * row[j];
+            for (int64_t j = 0; j < N; j++) out[j] += xi * row[j];
+        }
+        return;
+    }
+    for (int64_t j0 = 0; j0 < N; j0 += BLOCK) {
+        const int64_t width = N - j0 < BLOCK ? N - j0 : BLOCK;
+        for (int64_t b = 0; b < B; b++) {
+            float sums[BLOCK] = {0};
+            const float *xb = x + b * K;
+            if (width == BLOCK) {
+                for (int64_t i = 0; i < K; i++) {
+                    const float xi = xb[i], *row = w + i * N + j0;
+#pragma omp simd
+                    for (int64_t j = 0; j < BLOCK; j++) sums[j] += xi * row[j];
+                }
+            } else {
+                for (int64_t i = 0; i < K; i++) {
+                    const float xi = xb[i], *row = w + i * N + j0;
+#pragma omp simd
+                    for (int64_t j = 0; j < width; j++) sums[j] += xi * row[j];
+                }
+            }
+            memcpy(out + b * N + j0, sums, sizeof(float) * width);
         }
     }
 }
@@ -76,25 +101,31 @@ static void rotate(float *v, const float *cos, const float *sin, int64_t half) {
     }
 }
 
-/* B rows (at most the cache's): 0 on success, 1 when memory ran out */
-int textgen_step(const Model *m, int64_t B, const int64_t *ids, const int64_t *at, float *logits) {
+/* n new tokens ("items"), item i being token ids[i] at position at[i] of cache row
+ * rows[i]: it attends to positions 0 .. at[i] of that row. The items of one row come in
+ * order of position (a prompt: several; a decoding step: one per row), and each item's
+ * keys and values are written before the next item attends, so a prompt read at once
+ * gets bitwise what it gets a token at a time. Logits (one row of V each) are written for
+ * the last item of each run of items of one row. 0 on success, 1 when memory ran out. */
+int textgen_step(const Model *m, int64_t n, const int64_t *rows, const int64_t *at,
+                 const int64_t *ids, float *logits) {
     const int64_t C = m->n_embd, H = m->n_head, D = C / H, W = m->window;
     const int64_t M = m->hidden, V = m->vocab, half = D / 2;
     const float scale = 1.0f / sqrtf((float)D);
-    float *work = malloc(sizeof(float) * (B * (7 * C + M) + W));
+    float *work = malloc(sizeof(float) * (n * (7 * C + M) + W));
     if (!work) return 1;
-    float *x = work, *normed = x + B * C, *qkv = normed + B * C, *attended = qkv + 3 * B * C;
-    float *added = attended + B * C, *hidden = added + B * C, *scores = hidden + B * M;
-    for (int64_t b = 0; b < B; b++) {
+    float *x = work, *normed = x + n * C, *qkv = normed + n * C, *attended = qkv + 3 * n * C;
+    float *added = attended + n * C, *hidden = added + n * C, *scores = hidden + n * M;
+    for (int64_t b = 0; b < n; b++) {
         for (int64_t i = 0; i < C; i++) {
             x[b * C + i] = m->embed[ids[b] * m->embed_row + i * m->embed_col];
             if (m->pos_embed) x[b * C + i] += m->pos_embed[at[b] * C + i];
         }
     }
     for (int64_t layer = 0; layer < m->n_layer; layer++) {
-        norm(x, m->norm_attn[layer], normed, B, C, m->rms, m->eps);
-        times(normed, m->qkv[layer], qkv, B, C, 3 * C);
-        for (int64_t b = 0; b < B; b++) {
+        norm(x, m->norm_attn[layer], normed, n, C, m->rms, m->eps);
+        times(normed, m->qkv[layer], qkv, n, C, 3 * C);
+        for (int64_t b = 0; b < n; b++) {
             const int64_t now = at[b];
             for (int64_t h = 0; h < H; h++) {
                 float *q = qkv + b * 3 * C + h * D, *k = q + C, *v = q + 2 * C;
@@ -106,7 +137,7 @@ int textgen_step(const Model *m, int64_t B, const int64_t *ids, const int64_t *a
                     rotate(q, m->cos + now * half, m->sin + now * half, half);
                     rotate(k, m->cos + now * half, m->sin + now * half, half);
                 }
-                const int64_t head = (((layer * m->rows) + b) * H + h) * W * D;
+                const int64_t head = (((layer * m->rows) + rows[b]) * H + h) * W * D;
                 float *keys = m->keys + head, *values = m->values + head;
                 memcpy(keys + now * D, k, sizeof(float) * D);
                 memcpy(values + now * D, v, sizeof(float) * D);
@@ -132,22 +163,25 @@ int textgen_step(const Model *m, int64_t B, const int64_t *ids, const int64_t *a
                 }
             }
         }
-        times(attended, m->proj[layer], added, B, C, C);
-        for (int64_t i = 0; i < B * C; i++) x[i] += added[i];
-        norm(x, m->norm_mlp[layer], normed, B, C, m->rms, m->eps);
-        times(normed, m->up[layer], hidden, B, C, M);
-        for (int64_t i = 0; i < B * M; i++) {
+        times(attended, m->proj[layer], added, n, C, C);
+        for (int64_t i = 0; i < n * C; i++) x[i] += added[i];
+        norm(x, m->norm_mlp[layer], normed, n, C, m->rms, m->eps);
+        times(normed, m->up[layer], hidden, n, C, M);
+        for (int64_t i = 0; i < n * M; i++) {
             const float u = hidden[i];
             hidden[i] = m->relu2 ? (u > 0.0f ? u * u : 0.0f)
                                  : 0.5f * u * (1.0f + tanhf(0.7978845608f * (u + 0.044715f * u * u * u)));
         }
-        times(hidden, m->down[layer], added, B, M, C);
-        for (int64_t i = 0; i < B * C; i++) x[i] += added[i];
+        times(hidden, m->down[layer], added, n, M, C);
+        for (int64_t i = 0; i < n * C; i++) x[i] += added[i];
     }
-    norm(x, m->norm_out, normed, B, C, m->rms, m->eps);
-    times(normed, m->unembed, logits, B, C, V);
+    int64_t last = 0; /* the items that end a run of one row, to the front of x */
+    for (int64_t b = 0; b < n; b++)
+        if (b == n - 1 || rows[b + 1] != rows[b]) memmove(x + last++ * C, x + b * C, sizeof(float) * C);
+    norm(x, m->norm_out, normed, last, C, m->rms, m->eps);
+    times(normed, m->unembed, logits, last, C, V);
     if (m->softcap > 0.0f)
-        for (int64_t i = 0; i < B * V; i++) logits[i] = m->softcap * tanhf(logits[i] / m->softcap);
+        for (int64_t i = 0; i < last * V; i++) logits[i] = m->softcap * tanhf(logits[i] / m->softcap);
     free(work);
     return 0;
 }
