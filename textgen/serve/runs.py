@@ -88,8 +88,9 @@ class Run:
         checked = loop.time()
         try:
             while remaining:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.ready.wait(), timeout=DISCONNECT_CHECK)
+                if not self.ready.is_set():  # (under load it often is: no wait to set up)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.ready.wait(), timeout=DISCONNECT_CHECK)
                 # every half second, tokens flowing or not: a reader that writes nothing
                 # until the end (a whole answer, not a stream) never fails a write to say
                 # it went away
