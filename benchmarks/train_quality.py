@@ -115,6 +115,7 @@ VARIANTS: dict[str, tuple[dict, dict, int | None]] = {
     "warmup-0": ({}, {"warmup_steps": 0}, None),
     "warmup-200": ({}, {"warmup_steps": 200}, None),
     "sample-epochs": ({}, {"sampling": "epochs"}, None),
+    "sample-random": ({}, {"sampling": "random"}, None),  # the default until session 7
 }
 VARIANTS.update(
     {f"depth-{d}": (depth_shape(d).given(), {}, None) for d in range(2, 13)}

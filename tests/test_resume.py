@@ -117,19 +117,23 @@ def test_resume_with_time_trains_more_after_a_step_budget(tmp_path, corpus_file)
     assert again.steps > first.steps
 
 
-def test_a_run_saved_before_muon_had_a_weight_decay_resumes_without_one(tmp_path, corpus_file):
-    """Exact resume across versions: a training state that names no Muon weight decay
-    was trained without one, and goes on so, not with today's default."""
+def test_a_run_saved_before_a_default_changed_resumes_as_it_trained(tmp_path, corpus_file):
+    """Exact resume across versions: a training state that names no Muon weight decay was
+    trained without one, and one that names no way of drawing windows drew them at
+    random; each goes on so, not with today's default."""
     folder = tmp_path / "m"
     _timed_run(folder, corpus_file, steps=5, time_budget=None)
     path = folder / model_folder.TRAIN_STATE
     state = torch.load(path, weights_only=False)
     assert state["train_config"]["muon_weight_decay"] == TrainConfig().muon_weight_decay > 0
-    del state["train_config"]["muon_weight_decay"]
+    assert state["train_config"]["sampling"] == TrainConfig().sampling == "epochs"
+    del state["train_config"]["muon_weight_decay"], state["train_config"]["sampling"]
+    del state["data_epoch"]
     torch.save(state, path)
     resume(folder, more_steps=2)
     again = torch.load(path, weights_only=False)
     assert again["step"] == 7 and again["train_config"]["muon_weight_decay"] == 0.0
+    assert again["train_config"]["sampling"] == "random"
 
 
 def test_resuming_a_finished_run_without_more_budget_says_so(tmp_path, corpus_file):

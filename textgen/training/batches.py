@@ -1,4 +1,4 @@
-"""From the token file to training batches: the held-out split, and the random windows
+"""From the token file to training batches: the held-out split, and the windows
 each step trains on (split over processes and micro-batches).
 """
 
@@ -41,7 +41,7 @@ class Batches:
     them, so a batch is the same whatever the number of processes and micro-batches."""
 
     def __init__(
-        self, tokens: np.ndarray, context: int, batch_size: int, seed: int, order: str = "random"
+        self, tokens: np.ndarray, context: int, batch_size: int, seed: int, order: str = "epochs"
     ) -> None:
         self.tokens, self.context, self.batch_size = tokens, context, batch_size
         self.seed, self.order = seed, order

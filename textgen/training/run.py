@@ -291,6 +291,11 @@ def _start(config: TrainConfig, callback: Callback) -> tuple[torch.device, World
     return device, world, callback if world.is_main else _quiet
 
 
+# Settings whose default changed, as runs saved before the change trained: Muon had no
+# weight decay of its own; windows were drawn at random, with replacement.
+TRAINED_BEFORE = {"muon_weight_decay": 0.0, "sampling": "random"}
+
+
 def _resumed_config(
     folder: Path,
     state: dict[str, Any],
@@ -301,8 +306,8 @@ def _resumed_config(
     """The saved training settings, with the budget and the changes asked for."""
     try:
         saved = state["train_config"]
-        # a run saved before Muon had a weight decay of its own trained without one
-        saved = {"muon_weight_decay": 0.0, **saved} if isinstance(saved, dict) else saved
+        # a run saved before a setting's default changed trained with the old one
+        saved = {**TRAINED_BEFORE, **saved} if isinstance(saved, dict) else saved
         config = TrainConfig.from_dict(saved)
     except (KeyError, TypeError, SettingError) as exc:
         raise TextgenError(
