@@ -294,8 +294,10 @@ def test_a_whole_answer_whose_client_leaves_frees_its_slot(home, lm):
     """A request answered whole (not streamed) writes nothing until the end, so no failed
     write says its client went away: the server checks, and stops decoding for it."""
     never_ends = {str(lm.tokenizer.eot_id): -100}
-    body = {"model": "tiny", "prompt": PROMPT, "max_tokens": 2048, "logit_bias": never_ends}
-    with server(home, "--slots", "1") as (base, process):
+    # a million tokens: no decoding step is fast enough to answer that within the second
+    # the client waits
+    body = {"model": "tiny", "prompt": PROMPT, "max_tokens": 10**6, "logit_bias": never_ends}
+    with server(home, "--slots", "1", "--max-tokens", str(10**6)) as (base, process):
         with pytest.raises(httpx.TimeoutException):
             httpx.post(f"{base}/v1/completions", json=body, timeout=1.0)
         small = {"model": "tiny", "prompt": PROMPT, "max_tokens": 5, "seed": 1}
