@@ -277,3 +277,20 @@ def test_a_prompt_read_at_once_in_c_is_bitwise_a_token_at_a_time(variant):
     )
     assert torch.equal(in_row, steps[1, 10]) and torch.equal(rows.keys[:, 2], one_by_one.keys[:, 1])
     torch.testing.assert_close(steps, full, atol=1e-5, rtol=1e-4)
+
+
+def test_rows_stepped_alone_in_c_get_bitwise_what_a_step_of_every_row_gives():
+    """The server steps only its busy rows: each gets what it would in a full step."""
+    model = stepped_model("compiled")
+    torch.manual_seed(3)
+    caches = [RowCache(model.config, 4, torch.device("cpu"), torch.float32) for _ in range(2)]
+    with torch.no_grad():
+        for rows in caches:
+            for row, length in enumerate((3, 7, 5, 9)):
+                CpuStep(model, rows, compiled=True).read(torch.arange(length) + row, row=row)
+        tokens = torch.tensor([11, 12, 13, 14])
+        every = CpuStep(model, caches[0], compiled=True)(tokens)
+        some = CpuStep(model, caches[1], compiled=True).step_rows([1, 3], tokens[[1, 3]])
+    assert torch.equal(some, every[[1, 3]])
+    assert caches[1].lengths.tolist() == [3, 8, 5, 10]
+    assert torch.equal(caches[1].keys[:, [1, 3]], caches[0].keys[:, [1, 3]])

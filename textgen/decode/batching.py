@@ -5,7 +5,8 @@ event loop). It holds `slots` rows; a request joins a free row between two steps
 prompt read in one forward pass, into its row), and leaves it when it ends, is cancelled
 or its reader goes away. Each step feeds every row one token: all rows are computed, the
 free ones too, so what a request gets never depends on which others share the batch: the
-same seed gives the same text, alone or among 31 others.
+same seed gives the same text, alone or among 31 others. (The C step computes each row
+alone, in the same order whatever the others hold: there only the busy rows are computed.)
 
 Each request samples with its own settings and seeded generator, by the same functions as
 `textgen generate` (`decode.loop.choose`), and its text is made by the same `SampleText`.
@@ -210,7 +211,11 @@ class BatchEngine:
         # row that slid is not read but its keys are at 0 .. len - 1; a free one uses 0
         self.cache.lengths = self._lengths(minus=fed)
         ids = torch.tensor(tokens, device=self.device)
-        if self.fast_step is not None:
+        if self.fast_step is not None and self.fast_step.reads_prompts:  # in C: each row
+            rows = [row for row in range(self.slots) if fed[row]]  # alone, so only these
+            logits = torch.empty(self.slots, self.model.config.vocab_size)
+            logits[rows] = self.fast_step.step_rows(rows, ids[rows])
+        elif self.fast_step is not None:
             logits = self.fast_step(ids)  # (slots, V)
         else:
             logits = self.model(ids[:, None], cache=self.cache)[0][:, -1]

@@ -252,6 +252,18 @@ class CpuStep:
         cache.advance(1)
         return logits
 
+    def step_rows(self, rows: list[int], ids: torch.Tensor) -> torch.Tensor:
+        """One token (`ids`, one a row) into each of `rows` of a `RowCache` only, at its
+        own position: their logits (len(rows), V). The other rows are not computed: in C
+        each row is computed alone, so a row gets bitwise what a step of every row gives."""
+        cache = self.cache
+        if not isinstance(cache, RowCache) or self.native is None:
+            raise ValueError("rows are stepped alone by the C step, in a row cache")
+        at = torch.tensor(rows, dtype=torch.int64)
+        logits = self._run(at, cache.lengths[at], ids, len(rows))
+        cache.lengths[at] += 1
+        return logits
+
     @property
     def reads_prompts(self) -> bool:
         """Whether `read` can take a prompt (the step in C; NumPy's takes one token)."""
