@@ -290,7 +290,7 @@ def test_rows_stepped_alone_in_c_get_bitwise_what_a_step_of_every_row_gives():
                 CpuStep(model, rows, compiled=True).read(torch.arange(length) + row, row=row)
         tokens = torch.tensor([11, 12, 13, 14])
         every = CpuStep(model, caches[0], compiled=True)(tokens)
-        some = CpuStep(model, caches[1], compiled=True).step_rows([1, 3], tokens[[1, 3]])
+        some = CpuStep(model, caches[1], compiled=True).step_rows([1, 3], [7, 9], [12, 14])
     assert torch.equal(some, every[[1, 3]])
     assert caches[1].lengths.tolist() == [3, 8, 5, 10]
     assert torch.equal(caches[1].keys[:, [1, 3]], caches[0].keys[:, [1, 3]])

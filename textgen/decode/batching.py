@@ -207,15 +207,19 @@ class BatchEngine:
                 running.logits = self._read(row, running.history)
         if not any(fed):
             return
+        if self.fast_step is not None and self.fast_step.reads_prompts:
+            # in C each row is computed alone: only the fed ones, each after its history
+            rows = [row for row in range(self.slots) if fed[row]]
+            at = [len(self.rows[row].history) - 1 for row in rows]
+            stepped = self.fast_step.step_rows(rows, at, [tokens[row] for row in rows])
+            for row, logits in zip(rows, stepped, strict=True):
+                self.rows[row].logits = logits
+            return
         # where each row's step writes: after its history (a fed token: its last one); a
         # row that slid is not read but its keys are at 0 .. len - 1; a free one uses 0
         self.cache.lengths = self._lengths(minus=fed)
         ids = torch.tensor(tokens, device=self.device)
-        if self.fast_step is not None and self.fast_step.reads_prompts:  # in C: each row
-            rows = [row for row in range(self.slots) if fed[row]]  # alone, so only these
-            logits = torch.empty(self.slots, self.model.config.vocab_size)
-            logits[rows] = self.fast_step.step_rows(rows, ids[rows])
-        elif self.fast_step is not None:
+        if self.fast_step is not None:
             logits = self.fast_step(ids)  # (slots, V)
         else:
             logits = self.model(ids[:, None], cache=self.cache)[0][:, -1]

@@ -252,16 +252,16 @@ class CpuStep:
         cache.advance(1)
         return logits
 
-    def step_rows(self, rows: list[int], ids: torch.Tensor) -> torch.Tensor:
-        """One token (`ids`, one a row) into each of `rows` of a `RowCache` only, at its
-        own position: their logits (len(rows), V). The other rows are not computed: in C
-        each row is computed alone, so a row gets bitwise what a step of every row gives."""
+    def step_rows(self, rows: list[int], positions: list[int], ids: list[int]) -> torch.Tensor:
+        """One token into each of `rows` of a `RowCache` only, at `positions` (each row's
+        length): their logits (len(rows), V). The other rows are not computed: in C each
+        row is computed alone, so a row gets bitwise what a step of every row gives."""
         cache = self.cache
         if not isinstance(cache, RowCache) or self.native is None:
             raise ValueError("rows are stepped alone by the C step, in a row cache")
-        at = torch.tensor(rows, dtype=torch.int64)
-        logits = self._run(at, cache.lengths[at], ids, len(rows))
-        cache.lengths[at] += 1
+        at, where = torch.tensor(rows), torch.tensor(positions)
+        logits = self._run(at, where, torch.tensor(ids), len(rows))
+        cache.lengths[at] = where + 1
         return logits
 
     @property
