@@ -294,3 +294,15 @@ def test_rows_stepped_alone_in_c_get_bitwise_what_a_step_of_every_row_gives():
     assert torch.equal(some, every[[1, 3]])
     assert caches[1].lengths.tolist() == [3, 8, 5, 10]
     assert torch.equal(caches[1].keys[:, [1, 3]], caches[0].keys[:, [1, 3]])
+
+
+def test_the_c_step_refuses_a_token_id_past_the_vocabulary_and_touches_nothing():
+    """Token ids reach the step from a server's requests too: one out of bounds is an
+    error before anything is read or written, never a read past the embedding."""
+    model = stepped_model("compiled")
+    cache = KVCache(model.config, 1, torch.device("cpu"), torch.float32)
+    step = CpuStep(model, cache, compiled=True)
+    for bad in (300, -1, 10**12):
+        with pytest.raises(ValueError, match="vocabulary"):
+            step.read(torch.tensor([[1, 2, bad]]))
+    assert cache.length == 0 and not cache.keys.any()

@@ -1,20 +1,21 @@
-"""One decoding step on the CPU in NumPy: the model's own float32 weights and KV cache,
-shared (no copy), without PyTorch's cost per operation.
+"""Decoding on the CPU without PyTorch's cost per operation: the model's own float32
+weights and KV cache, shared (no copy), stepped in C (`step.c`, built by `native`) where
+this machine has a C compiler, else in NumPy.
 
 A decoding step of a small model is a few dozen operations on vectors of a few hundred
 numbers. Through PyTorch each costs its dispatch (module calls, argument checks, the
 allocator: several microseconds) more than its arithmetic; NumPy's cost per operation is
-a fraction of that, and its matrix-vector products are the same BLAS kernels. For the
-demo model (3x96) the step is several times faster this way; for a model whose weights
-stream from memory (~10 M parameters and up) both are bound by memory bandwidth, and
-NumPy is no slower (benchmarks/decode_speed.py has the figures).
+a fraction of that, and its matrix-vector products are BLAS's; in C the step is one call.
+For the demo model (3x96) the C step is about 2.5 times NumPy's and 8 times PyTorch's;
+for a model whose weights stream from memory (~10 M parameters and up) all are bound by
+memory bandwidth (benchmarks/decode_speed.py has the figures).
 
-What it computes is `Transformer.forward` for one new token per sequence with a `KVCache`,
-to float32 rounding (the sums are taken in another order: logits agree to a few 1e-6, so
-a sampled token can differ only where two candidates are that close). The prompt is read
-by the model itself (one forward pass over many positions, where PyTorch's cost per
-operation does not matter); the steps after it write their keys and values into the same
-cache, so the two interleave freely.
+What it computes is `Transformer.forward` for new tokens with a cache, to float32
+rounding (the sums are taken in another order: logits agree to a few 1e-6, so a sampled
+token can differ only where two candidates are that close). In C a prompt is read in the
+same call (`read`); in NumPy it is read by the model itself (one forward pass over many
+positions, where PyTorch's cost per operation does not matter), and the steps after it
+write their keys and values into the same cache, so the two interleave freely.
 """
 
 from __future__ import annotations
@@ -78,10 +79,11 @@ def lay_out_for_steps(model: Transformer) -> None:
 class CpuStep:
     """Decode one token per sequence: token ids (B,) in, next-token logits (B, V) out, the
     cache advanced. With a `KVCache` every sequence is at the same position and attends
-    to the positions so far; with a `RowCache` each row is at its own and attends to the
-    whole window, masked to its own positions, so that what a row gets never depends on
-    what the other rows hold (as `RowCache` promises). `for_model` says whether a model
-    can be stepped this way (float32, on the CPU, in eval mode)."""
+    to the positions so far; with a `RowCache` each row is at its own and attends to its
+    own positions only (in NumPy: the whole window, masked), so that what a row gets
+    never depends on what the other rows hold (as `RowCache` promises). In C also a
+    prompt at once (`read`) and some rows alone (`step_rows`). `for_model` says whether
+    a model can be stepped this way (float32, on the CPU, in eval mode)."""
 
     def __init__(
         self, model: Transformer, cache: KVCache | RowCache, compiled: bool | None = None
@@ -293,8 +295,6 @@ class CpuStep:
     ) -> torch.Tensor:
         """step.c's textgen_step on these items (row, position, token): the logits after
         the last item of each of the `runs` runs of one row, (runs, V)."""
-        if int(positions.max()) >= self.cache.capacity:
-            raise ValueError(f"the cache is full ({self.cache.capacity} positions)")
         rows, positions, ids = (t.to(torch.int64).contiguous() for t in (rows, positions, ids))
         logits = torch.empty(runs, self.config.vocab_size)
         struct, _ = self._model
@@ -306,6 +306,11 @@ class CpuStep:
             ids.data_ptr(),
             logits.data_ptr(),
         )
+        if failed == 2:  # nothing read or written
+            raise ValueError(
+                f"the cache is full ({self.cache.capacity} positions), or a token id is past "
+                f"the vocabulary ({self.config.vocab_size} ids)"
+            )
         if failed:
             raise MemoryError("no memory left for a decoding step")
         return logits

@@ -106,12 +106,17 @@ static void rotate(float *v, const float *cos, const float *sin, int64_t half) {
  * order of position (a prompt: several; a decoding step: one per row), and each item's
  * keys and values are written before the next item attends, so a prompt read at once
  * gets bitwise what it gets a token at a time. Logits (one row of V each) are written for
- * the last item of each run of items of one row. 0 on success, 1 when memory ran out. */
+ * the last item of each run of items of one row. 0 on success, 1 when memory ran out, 2
+ * for an item out of bounds (a token id past the vocabulary, a position past the window,
+ * a row past the cache's), before anything is read or written. */
 int textgen_step(const Model *m, int64_t n, const int64_t *rows, const int64_t *at,
                  const int64_t *ids, float *logits) {
     const int64_t C = m->n_embd, H = m->n_head, D = C / H, W = m->window;
     const int64_t M = m->hidden, V = m->vocab, half = D / 2;
     const float scale = 1.0f / sqrtf((float)D);
+    for (int64_t b = 0; b < n; b++)
+        if (ids[b] < 0 || ids[b] >= V || at[b] < 0 || at[b] >= W || rows[b] < 0 || rows[b] >= m->rows)
+            return 2;
     float *work = malloc(sizeof(float) * (n * (7 * C + M) + W));
     if (!work) return 1;
     float *x = work, *normed = x + n * C, *qkv = normed + n * C, *attended = qkv + 3 * n * C;
