@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -240,7 +243,6 @@ def test_without_a_working_c_compiler_decoding_steps_run_in_numpy(tmp_path, monk
         full, _ = model(ids)
         monkeypatch.setenv("TEXTGEN_CACHE", str(tmp_path))
         monkeypatch.setenv("CC", "false")
-        monkeypatch.setattr("shutil.which", lambda name: "/bin/false" if name == "false" else None)
         native.library.cache_clear()
         try:
             cache = KVCache(model.config, 1, torch.device("cpu"), torch.float32)
@@ -251,6 +253,34 @@ def test_without_a_working_c_compiler_decoding_steps_run_in_numpy(tmp_path, monk
         finally:
             native.library.cache_clear()
     torch.testing.assert_close(logits, full[:, 4:], atol=1e-5, rtol=1e-4)
+
+
+def test_a_damaged_built_step_is_built_again_and_a_hanging_compiler_given_up_on(
+    tmp_path, monkeypatch
+):
+    """A library in the cache that does not load (a build cut short, a damaged disk) is
+    built again, not left to slow every later run; a compiler that hangs is stopped."""
+    from textgen.model import native
+
+    monkeypatch.setenv("TEXTGEN_CACHE", str(tmp_path))
+    loads = [sys.executable, "-c", "from textgen.model import native; print(native.library())"]
+    # in processes of their own: this one must never load a file the test then damages
+    assert "CDLL" in subprocess.run(loads, capture_output=True, text=True, check=True).stdout
+    (built,) = tmp_path.glob("step-*")
+    built.write_bytes(b"not a library")
+    assert "CDLL" in subprocess.run(loads, capture_output=True, text=True, check=True).stdout
+    assert built.stat().st_size > 1000
+    built.unlink()
+    try:
+        hangs = tmp_path / "cc"
+        hangs.write_text("#!/bin/sh\nsleep 30\n")
+        hangs.chmod(0o755)
+        monkeypatch.setenv("CC", f"{hangs} -O1")  # a command with its arguments
+        monkeypatch.setattr(native, "BUILD_SECONDS", 0.5)
+        native.library.cache_clear()
+        assert native.library() is None and not list(tmp_path.glob("step-*"))
+    finally:
+        native.library.cache_clear()
 
 
 @pytest.mark.parametrize("variant", STEPPED)

@@ -7,18 +7,23 @@ NumPy each costs a few microseconds of dispatch, more than its arithmetic, so th
 costs that many dispatches. In C it is one call (benchmarks/decode_speed.py has the
 figures). The library is built once per machine (a second or two), for this CPU
 (`-march=native`; the CPU's identity is in the file's name, so a cache folder shared by
-machines never hands one a library built for another). Where no compiler works, or with
+machines never hands one a library built for another; one that does not load is built
+again). The compiler is $CC where it is set (with its arguments), else cc, gcc or clang;
+one that fails, or takes over a minute, is given up on. Where none works, or with
 TEXTGEN_NATIVE=0, `library()` is None and decoding steps run in NumPy.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
 import os
 import platform
+import shlex
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -65,29 +70,75 @@ def _machine() -> str:
     return "\n".join(identity)
 
 
-def _compiler() -> str | None:
-    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
-        if name and shutil.which(name):
-            return name
-    return None
+def _compiler() -> list[str] | None:
+    """$CC (a command, with its arguments) where it is set, as make takes it; else the
+    first of cc, gcc and clang found."""
+    given = os.environ.get("CC", "").strip()
+    if given:
+        command = shlex.split(given)
+        return command if shutil.which(command[0]) else None
+    found = next((name for name in ("cc", "gcc", "clang") if shutil.which(name)), None)
+    return [found] if found else None
 
 
-def _build(compiler: str, target: Path) -> bool:
+BUILD_SECONDS = 60  # a compiler that takes longer than this is given up on
+
+
+def _build(compiler: list[str], target: Path) -> bool:
     """Compile step.c into `target` (written whole or not at all); tuned for this CPU where
     the compiler can, else portable."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         built = Path(tmp) / target.name
         for flags in (FLAGS + TUNED, FLAGS):
-            command = [compiler, *flags, "-o", str(built), str(SOURCE), "-lm"]
-            try:
-                done = subprocess.run(command, capture_output=True, timeout=120)
-            except (OSError, subprocess.TimeoutExpired):
-                return False
-            if done.returncode == 0:
-                os.replace(built, target)  # another process may have built it too: same file
-                return True
+            command = [*compiler, *flags, "-o", str(built), str(SOURCE), "-lm"]
+            if not _run(command):
+                continue
+            os.replace(built, target)  # another process may have built it too: same file
+            return True
     return False
+
+
+def _run(command: list[str]) -> bool:
+    """Whether `command` succeeded within BUILD_SECONDS; one that hangs is stopped with all
+    it started (a compiler wrapper's own children too)."""
+    try:
+        process = subprocess.Popen(
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group, to stop as a whole
+        )
+    except OSError:
+        return False
+    try:
+        return process.wait(timeout=BUILD_SECONDS) == 0
+    except subprocess.TimeoutExpired:
+        _stop(process)
+        return False
+    except BaseException:  # Ctrl-C while it builds: nothing left running
+        _stop(process)
+        raise
+
+
+def _stop(process: subprocess.Popen) -> None:
+    with contextlib.suppress(OSError):
+        if hasattr(os, "killpg"):
+            os.killpg(process.pid, signal.SIGKILL)
+        else:
+            process.kill()
+    process.wait()
+
+
+def _load(path: Path) -> ctypes.CDLL | None:
+    try:
+        loaded = ctypes.CDLL(str(path))
+        loaded.textgen_step  # noqa: B018 - a library without it is not this one
+    except (OSError, AttributeError):
+        return None
+    loaded.textgen_step.argtypes = [ctypes.POINTER(Model), ctypes.c_int64] + [ctypes.c_void_p] * 4
+    loaded.textgen_step.restype = ctypes.c_int
+    return loaded
 
 
 @functools.cache
@@ -101,17 +152,13 @@ def library() -> ctypes.CDLL | None:
     ).hexdigest()[:16]
     suffix = ".dll" if platform.system() == "Windows" else ".so"
     target = cache_folder() / f"step-{key}{suffix}"
-    if not target.exists():
+    loaded = _load(target) if target.exists() else None
+    if loaded is None:  # not built yet, or a file that does not load (cut short, damaged)
         compiler = _compiler()
         try:
             if compiler is None or not _build(compiler, target):
                 return None
         except OSError:  # the cache folder cannot be written
             return None
-    try:
-        loaded = ctypes.CDLL(str(target))
-    except OSError:
-        return None
-    loaded.textgen_step.argtypes = [ctypes.POINTER(Model), ctypes.c_int64] + [ctypes.c_void_p] * 4
-    loaded.textgen_step.restype = ctypes.c_int
+        loaded = _load(target)
     return loaded
